@@ -1,0 +1,35 @@
+//! kipam-core: the allocation engine, pure logic.
+//!
+//! No IO, no clock, no async, no randomness: time comes in as an argument
+//! ([`Millis`]), so quarantine, grace periods and history are testable with an injected
+//! clock, and the same engine runs inside a short-lived CNI exec, the kipamd daemon and
+//! benchmarks alike. Persistence lives in `kipam-store`, which reads records into an
+//! [`Ipam`], runs an operation and writes back what changed.
+//!
+//! # Layout
+//! - [`prefix`]: 128-bit prefix math shared by IPv4 and IPv6.
+//! - [`buddy`]: the one prefix allocator; blocks and prefix leases are both claims on it,
+//!   so they never overlap, and its cost follows the claims, not the pool size.
+//! - [`block`]: one block's addresses: bitmap, owners, next-fit cursor, quarantine.
+//! - [`pool`]: pool configuration and the allocation order (affine blocks, new block,
+//!   borrowing, quarantine as a last resort).
+//! - [`ipam`]: the engine: handles, all-or-nothing requests, leases, scope networks.
+//! - [`overlap`]: overlap detection per scope.
+//! - [`error`]: the typed errors.
+
+pub mod block;
+pub mod buddy;
+pub mod error;
+pub mod ipam;
+pub mod overlap;
+pub mod pool;
+pub mod prefix;
+
+pub use block::{AddrState, Block, BlockSummary, HandleId, Millis};
+pub use error::{Error, Need, ReservedReason, Result};
+pub use ipam::{
+    AllocRequest, Dirty, Handle, HeldAddr, Ipam, LeaseWant, ScopeNetwork, Source, Want,
+};
+pub use overlap::{ObjectKind, ObjectRef, Overlap};
+pub use pool::{Lease, Pool, PoolConfig, PoolDirty, PoolUsage, Purpose};
+pub use prefix::{AddrRange, Family, Prefix};

@@ -1,0 +1,1145 @@
+//! A pool: a named CIDR with a purpose, carved into blocks and prefix leases.
+//!
+//! The pool owns the one [`PrefixAllocator`] of its CIDR; blocks and leases are claims on
+//! it. Address allocation goes block by block, in this order:
+//! 1. the node's own (affine) blocks that have a free address;
+//! 2. a new block claimed for the node (unless it has `maxBlocksPerNode` already);
+//! 3. unless `strictAffinity`: a free address in another node's block (borrowing);
+//! 4. only then, across the pools of a request: a quarantined address (oldest first).
+//!
+//! State can be partly loaded. The per-node block summaries say which blocks have room
+//! without their bodies; when the allocator needs something that is not loaded it returns
+//! [`Error::NeedLoad`] before changing anything, and the store layer loads it and asks again.
+//! A fully loaded pool (kipamd, tests, benches) never returns it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+use crate::block::{AddrState, Block, BlockSummary, HandleId, Millis};
+use crate::buddy::{Fit, PrefixAllocator};
+use crate::error::{Error, Need, ReservedReason, Result};
+use crate::prefix::{AddrRange, Family, Prefix, addr_to_u128, u128_to_addr};
+
+/// What a pool's addresses are for.
+#[derive(
+    Clone, Copy, Debug, Default, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize,
+)]
+#[serde(rename_all = "kebab-case")]
+pub enum Purpose {
+    /// Pod addresses.
+    Pod,
+    /// Service cluster IPs.
+    Service,
+    /// LoadBalancer addresses.
+    LoadBalancer,
+    /// Node pod-CIDRs (prefix leases).
+    NodeCidr,
+    /// Anything else.
+    #[default]
+    Generic,
+}
+
+impl std::fmt::Display for Purpose {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Purpose::Pod => "pod",
+            Purpose::Service => "service",
+            Purpose::LoadBalancer => "load-balancer",
+            Purpose::NodeCidr => "node-cidr",
+            Purpose::Generic => "generic",
+        })
+    }
+}
+
+fn default_scope() -> String {
+    "default".to_string()
+}
+
+fn default_reuse_delay() -> u64 {
+    30
+}
+
+fn default_grace() -> u64 {
+    300
+}
+
+/// A pool's configuration, as users write it (camelCase in JSON).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PoolConfig {
+    /// Unique name.
+    pub name: String,
+    /// The CIDR (host bits must be zero).
+    pub cidr: IpNet,
+    /// What the addresses are for.
+    #[serde(default)]
+    pub purpose: Purpose,
+    /// Address space; overlaps are refused within a scope.
+    #[serde(default = "default_scope")]
+    pub scope: String,
+    /// Block size as a prefix length; default /26 (IPv4) and /122 (IPv6), never shorter
+    /// than the pool itself.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub block_prefix_length: Option<u8>,
+    /// Addresses never handed out.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub exclusions: Vec<AddrRange>,
+    /// The gateway, never handed out.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<IpAddr>,
+    /// Seconds a released address waits before dynamic reuse (0: none).
+    #[serde(default = "default_reuse_delay")]
+    pub reuse_delay_seconds: u64,
+    /// Most blocks one node may claim (then it borrows, unless strict).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_blocks_per_node: Option<u32>,
+    /// Never hand out addresses from another node's blocks.
+    #[serde(default)]
+    pub strict_affinity: bool,
+    /// Seconds an empty block stays with its node before it goes back to the pool.
+    #[serde(default = "default_grace")]
+    pub empty_block_grace_seconds: u64,
+}
+
+impl PoolConfig {
+    /// A config with defaults for everything but the name and CIDR.
+    pub fn new(name: &str, cidr: IpNet) -> PoolConfig {
+        PoolConfig {
+            name: name.to_string(),
+            cidr,
+            purpose: Purpose::Generic,
+            scope: default_scope(),
+            block_prefix_length: None,
+            exclusions: Vec::new(),
+            gateway: None,
+            reuse_delay_seconds: default_reuse_delay(),
+            max_blocks_per_node: None,
+            strict_affinity: false,
+            empty_block_grace_seconds: default_grace(),
+        }
+    }
+
+    /// The family of the CIDR.
+    pub fn family(&self) -> Family {
+        Family::of(self.cidr.addr())
+    }
+
+    /// The block prefix length in effect.
+    pub fn block_len(&self) -> u8 {
+        let default = match self.family() {
+            Family::Ipv4 => 26,
+            Family::Ipv6 => 122,
+        };
+        self.block_prefix_length
+            .unwrap_or(default.max(self.cidr.prefix_len()))
+    }
+
+    /// Checks every field; the error names the field and says what would be right.
+    pub fn validate(&self) -> Result<()> {
+        validate_name("name", &self.name)?;
+        validate_name("scope", &self.scope)?;
+        let trunc = self.cidr.trunc();
+        if trunc != self.cidr {
+            return Err(invalid(
+                "cidr",
+                format!("{} has host bits set; did you mean {trunc}?", self.cidr),
+            ));
+        }
+        let family = self.family();
+        let block_len = self.block_len();
+        let host_bits = family.bits().saturating_sub(block_len);
+        if block_len < self.cidr.prefix_len()
+            || block_len > family.bits()
+            || host_bits > Block::MAX_HOST_BITS
+        {
+            return Err(invalid(
+                "blockPrefixLength",
+                format!(
+                    "/{block_len} must lie between the pool's /{} and /{} and hold at most 2^{} addresses",
+                    self.cidr.prefix_len(),
+                    family.bits(),
+                    Block::MAX_HOST_BITS
+                ),
+            ));
+        }
+        let pool = AddrRange::of_net(self.cidr);
+        for ex in &self.exclusions {
+            if ex.family() != family || Family::of(ex.last) != family {
+                return Err(invalid("exclusions", format!("{ex} is not {family}")));
+            }
+            if ex.bounds().0 > ex.bounds().1 {
+                return Err(invalid("exclusions", format!("{ex} ends before it starts")));
+            }
+            if !pool.contains(ex.first) || !pool.contains(ex.last) {
+                return Err(invalid(
+                    "exclusions",
+                    format!("{ex} is not inside {}", self.cidr),
+                ));
+            }
+        }
+        if let Some(gw) = self.gateway
+            && !pool.contains(gw)
+        {
+            return Err(invalid(
+                "gateway",
+                format!("{gw} is not inside {}", self.cidr),
+            ));
+        }
+        Ok(())
+    }
+}
+
+fn invalid(field: &str, reason: String) -> Error {
+    Error::Invalid {
+        field: field.to_string(),
+        reason,
+    }
+}
+
+/// Names are 1–253 printable ASCII characters without spaces (CNI pool names such as
+/// `net1:10.22.0.0/16` must fit).
+pub fn validate_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() > 253 || !name.bytes().all(|b| b.is_ascii_graphic()) {
+        return Err(invalid(
+            field,
+            format!("{name:?} must be 1 to 253 printable ASCII characters without spaces"),
+        ));
+    }
+    Ok(())
+}
+
+/// A prefix leased out of a pool.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Lease {
+    /// The leased prefix.
+    pub prefix: IpNet,
+    /// Who holds it (e.g. `node/worker-1`, `cluster/prod-eu`).
+    pub owner: String,
+    /// When it was leased.
+    pub created: Millis,
+    /// Free-form attributes.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// What changed since the store layer last looked (see [`Pool::take_dirty`]).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct PoolDirty {
+    /// The claims index (blocks' affinity and leases) changed.
+    pub claims: bool,
+    /// Blocks whose body changed (or that were removed).
+    pub blocks: BTreeSet<u128>,
+    /// Nodes whose summaries changed.
+    pub nodes: BTreeSet<String>,
+}
+
+#[derive(Clone, Debug, Default)]
+struct NodeBlocks {
+    summaries: BTreeMap<u128, BlockSummary>,
+    /// Blocks with anything free or quarantined.
+    open: BTreeSet<u128>,
+}
+
+/// One step of an operation, recorded so a multi-address request can be rolled back.
+#[derive(Clone, Debug)]
+pub(crate) enum Undo {
+    Took {
+        pool: String,
+        block: u128,
+        offset: u32,
+        cursor: u32,
+        quarantined: Option<Millis>,
+        empty_since: Option<Millis>,
+    },
+    Claimed {
+        pool: String,
+        block: u128,
+    },
+}
+
+/// A pool and its (possibly partly loaded) state.
+#[derive(Clone, Debug)]
+pub struct Pool {
+    config: PoolConfig,
+    prefix: Prefix,
+    block_len: u8,
+    /// Merged, sorted ranges of addresses never handed out (network, broadcast, gateway,
+    /// exclusions, scope objects inside the pool).
+    addr_excl: Vec<(u128, u128)>,
+    /// Merged, sorted ranges no claim may touch (exclusions and scope objects).
+    prefix_excl: Vec<(u128, u128)>,
+    scope_excl: Vec<AddrRange>,
+    alloc: PrefixAllocator,
+    block_nodes: BTreeMap<u128, String>,
+    leases: BTreeMap<u128, Lease>,
+    nodes: HashMap<String, NodeBlocks>,
+    all_nodes: bool,
+    bodies: HashMap<u128, Block>,
+    dirty: PoolDirty,
+}
+
+fn merge(mut ranges: Vec<(u128, u128)>) -> Vec<(u128, u128)> {
+    ranges.sort_unstable();
+    let mut out: Vec<(u128, u128)> = Vec::with_capacity(ranges.len());
+    for (a, b) in ranges {
+        match out.last_mut() {
+            Some(last) if a <= last.1.saturating_add(1) => last.1 = last.1.max(b),
+            _ => out.push((a, b)),
+        }
+    }
+    out
+}
+
+/// The merged range holding `v`, if any.
+fn find(ranges: &[(u128, u128)], v: u128) -> Option<(u128, u128)> {
+    let i = ranges.partition_point(|r| r.1 < v);
+    ranges.get(i).copied().filter(|r| r.0 <= v)
+}
+
+fn fit(ranges: &[(u128, u128)], p: Prefix) -> Fit {
+    let i = ranges.partition_point(|r| r.1 < p.first());
+    match ranges.get(i) {
+        Some(&(a, b)) if a <= p.first() && b >= p.last() => Fit::Nothing,
+        Some(&(a, _)) if a <= p.last() => Fit::Partly,
+        _ => Fit::Whole,
+    }
+}
+
+impl Pool {
+    /// A new, empty pool. The config is validated.
+    pub fn new(config: PoolConfig) -> Result<Pool> {
+        config.validate()?;
+        let prefix = Prefix::from_net(config.cidr);
+        let mut pool = Pool {
+            block_len: config.block_len(),
+            prefix,
+            addr_excl: Vec::new(),
+            prefix_excl: Vec::new(),
+            scope_excl: Vec::new(),
+            alloc: PrefixAllocator::new(prefix),
+            block_nodes: BTreeMap::new(),
+            leases: BTreeMap::new(),
+            nodes: HashMap::new(),
+            all_nodes: false,
+            bodies: HashMap::new(),
+            dirty: PoolDirty::default(),
+            config,
+        };
+        pool.recompute_exclusions();
+        Ok(pool)
+    }
+
+    fn recompute_exclusions(&mut self) {
+        let p = self.prefix;
+        let clip = |r: &AddrRange| {
+            let (a, b) = r.bounds();
+            (a.max(p.first()), b.min(p.last()))
+        };
+        let mut prefix_ranges: Vec<(u128, u128)> =
+            self.config.exclusions.iter().map(clip).collect();
+        prefix_ranges.extend(
+            self.scope_excl
+                .iter()
+                .filter(|r| r.intersects(&p.range()))
+                .map(clip),
+        );
+        let mut addr_ranges = prefix_ranges.clone();
+        if let Some(gw) = self.config.gateway {
+            let v = addr_to_u128(gw);
+            addr_ranges.push((v, v));
+        }
+        let (bits, len) = (p.family.bits(), p.len);
+        if (p.family == Family::Ipv4 && len <= 30) || (p.family == Family::Ipv6 && len <= 126) {
+            addr_ranges.push((p.first(), p.first()));
+        }
+        if p.family == Family::Ipv4 && len <= 30 && bits == 32 {
+            addr_ranges.push((p.last(), p.last()));
+        }
+        self.prefix_excl = merge(prefix_ranges);
+        self.addr_excl = merge(addr_ranges);
+        let reserved = self.addr_excl.clone();
+        for block in self.bodies.values_mut() {
+            let base = block.prefix().base;
+            block.set_reserved(|o| find(&reserved, base + u128::from(o)).is_some());
+        }
+        let bases: Vec<u128> = self.bodies.keys().copied().collect();
+        for base in bases {
+            self.refresh(base);
+        }
+    }
+
+    /// The configuration.
+    pub fn config(&self) -> &PoolConfig {
+        &self.config
+    }
+
+    /// The pool's prefix.
+    pub fn prefix(&self) -> Prefix {
+        self.prefix
+    }
+
+    /// Block prefix length in effect.
+    pub fn block_len(&self) -> u8 {
+        self.block_len
+    }
+
+    /// Replaces the settings that may change on a live pool: purpose, exclusions, gateway,
+    /// reuse delay, block limits, affinity, grace. The CIDR, scope and block size may not
+    /// change (existing blocks depend on them).
+    pub fn update(&mut self, config: PoolConfig) -> Result<()> {
+        config.validate()?;
+        for (field, same) in [
+            ("cidr", config.cidr == self.config.cidr),
+            ("scope", config.scope == self.config.scope),
+            ("blockPrefixLength", config.block_len() == self.block_len),
+            ("name", config.name == self.config.name),
+        ] {
+            if !same {
+                return Err(invalid(
+                    field,
+                    "cannot change on an existing pool; create a new pool".into(),
+                ));
+            }
+        }
+        self.config = config;
+        self.recompute_exclusions();
+        Ok(())
+    }
+
+    /// Sets the ranges of external networks and reservations of the pool's scope; they
+    /// are excluded like the pool's own exclusions.
+    pub fn set_scope_exclusions(&mut self, ranges: Vec<AddrRange>) {
+        if ranges != self.scope_excl {
+            self.scope_excl = ranges;
+            self.recompute_exclusions();
+        }
+    }
+
+    /// Why `addr` is never handed out, if it is not.
+    pub fn reserved_reason(&self, addr: IpAddr) -> Option<ReservedReason> {
+        let v = addr_to_u128(addr);
+        find(&self.addr_excl, v)?;
+        let p = self.prefix;
+        Some(if self.config.gateway == Some(addr) {
+            ReservedReason::Gateway
+        } else if v == p.first() && find(&self.prefix_excl, v).is_none() {
+            ReservedReason::Network
+        } else if v == p.last() && p.family == Family::Ipv4 && find(&self.prefix_excl, v).is_none()
+        {
+            ReservedReason::Broadcast
+        } else {
+            ReservedReason::Excluded
+        })
+    }
+
+    // ----- loading (store layer) -----
+
+    /// Restores the claims index: blocks with their node, and leases. Fails when claims
+    /// overlap (a corrupt index).
+    pub fn load_claims(
+        &mut self,
+        blocks: &[(Prefix, String)],
+        leases: Vec<Lease>,
+    ) -> std::result::Result<(), String> {
+        for (p, node) in blocks {
+            if p.len != self.block_len {
+                return Err(format!("block {p} is not a /{}", self.block_len));
+            }
+            self.alloc
+                .claim(*p)
+                .map_err(|w| format!("block {p} overlaps {w:?} in pool {}", self.config.name))?;
+            self.block_nodes.insert(p.base, node.clone());
+        }
+        for lease in leases {
+            let p = Prefix::from_net(lease.prefix);
+            self.alloc
+                .claim(p)
+                .map_err(|w| format!("lease {p} overlaps {w:?} in pool {}", self.config.name))?;
+            self.leases.insert(p.base, lease);
+        }
+        Ok(())
+    }
+
+    /// Restores one node's block summaries.
+    pub fn load_node(&mut self, node: &str, summaries: Vec<(u128, BlockSummary)>) {
+        let entry = self.nodes.entry(node.to_string()).or_default();
+        for (base, s) in summaries {
+            if self.bodies.contains_key(&base) {
+                continue;
+            }
+            if s.has_any() {
+                entry.open.insert(base);
+            }
+            entry.summaries.insert(base, s);
+        }
+    }
+
+    /// Says that every node's summaries are loaded (borrowing may look at all of them).
+    pub fn mark_all_nodes_loaded(&mut self) {
+        self.all_nodes = true;
+    }
+
+    /// Whether every node's summaries are loaded.
+    pub fn all_nodes_loaded(&self) -> bool {
+        self.all_nodes
+    }
+
+    /// Whether a node's summaries are loaded.
+    pub fn node_loaded(&self, node: &str) -> bool {
+        self.all_nodes || self.nodes.contains_key(node)
+    }
+
+    /// Whether a block's body is loaded.
+    pub fn block_loaded(&self, base: u128) -> bool {
+        self.bodies.contains_key(&base)
+    }
+
+    /// An empty body for a claimed block, to be filled with [`Block::load_held`] and
+    /// [`Block::load_quarantined`] and handed to [`Self::load_block`].
+    pub fn block_shell(&self, base: u128, now: Millis) -> Option<Block> {
+        let node = self.block_nodes.get(&base)?;
+        let prefix = Prefix {
+            family: self.prefix.family,
+            base,
+            len: self.block_len,
+        };
+        Some(self.new_block(prefix, node, now))
+    }
+
+    fn new_block(&self, prefix: Prefix, node: &str, now: Millis) -> Block {
+        let excl = &self.addr_excl;
+        Block::new(prefix, node, now, |o| {
+            find(excl, prefix.base + u128::from(o)).is_some()
+        })
+    }
+
+    /// Installs a loaded block body; its summary is recomputed from it.
+    pub fn load_block(&mut self, block: Block) {
+        let base = block.prefix().base;
+        let node = block.node().to_string();
+        let s = block.summary();
+        self.bodies.insert(base, block);
+        let entry = self.nodes.entry(node).or_default();
+        entry.summaries.insert(base, s);
+        if s.has_any() {
+            entry.open.insert(base);
+        } else {
+            entry.open.remove(&base);
+        }
+    }
+
+    // ----- reading -----
+
+    /// The block base that holds `addr` (whether claimed or not).
+    pub fn block_of(&self, addr: IpAddr) -> Prefix {
+        Prefix::containing(self.prefix.family, addr_to_u128(addr), self.block_len)
+    }
+
+    /// A loaded block body.
+    pub fn block(&self, base: u128) -> Option<&Block> {
+        self.bodies.get(&base)
+    }
+
+    /// Loaded block bodies.
+    pub fn blocks(&self) -> impl Iterator<Item = &Block> {
+        self.bodies.values()
+    }
+
+    /// Every block in the claims index with its node.
+    pub fn block_claims(&self) -> impl Iterator<Item = (Prefix, &str)> {
+        let (family, len) = (self.prefix.family, self.block_len);
+        self.block_nodes
+            .iter()
+            .map(move |(&base, node)| (Prefix { family, base, len }, node.as_str()))
+    }
+
+    /// Prefix leases, in address order.
+    pub fn leases(&self) -> impl Iterator<Item = &Lease> {
+        self.leases.values()
+    }
+
+    /// Nodes whose summaries are loaded.
+    pub fn loaded_nodes(&self) -> impl Iterator<Item = &str> {
+        self.nodes.keys().map(String::as_str)
+    }
+
+    /// A node's block summaries (loaded ones), in address order.
+    pub fn node_summaries(&self, node: &str) -> Vec<(u128, BlockSummary)> {
+        self.nodes
+            .get(node)
+            .map(|n| n.summaries.iter().map(|(b, s)| (*b, *s)).collect())
+            .unwrap_or_default()
+    }
+
+    /// What changed since the last call, and forget it.
+    pub fn take_dirty(&mut self) -> PoolDirty {
+        std::mem::take(&mut self.dirty)
+    }
+
+    /// Usage counts over the loaded state (exact when everything is loaded).
+    pub fn usage(&self) -> PoolUsage {
+        let mut u = PoolUsage {
+            size: self.prefix.size(),
+            blocks: self.block_nodes.len() as u64,
+            leases: self.leases.len() as u64,
+            ..PoolUsage::default()
+        };
+        for n in self.nodes.values() {
+            for s in n.summaries.values() {
+                u.held += u128::from(s.held);
+                u.quarantined += u128::from(s.quarantined);
+            }
+        }
+        u.leased = self
+            .leases
+            .keys()
+            .map(|&b| self.lease_prefix(b).size())
+            .sum();
+        u.reserved = self
+            .addr_excl
+            .iter()
+            .map(|(a, b)| (b - a).saturating_add(1))
+            .fold(0u128, u128::saturating_add);
+        u.free = u
+            .size
+            .saturating_sub(u.held)
+            .saturating_sub(u.quarantined)
+            .saturating_sub(u.reserved)
+            .saturating_sub(u.leased);
+        u
+    }
+
+    fn lease_prefix(&self, base: u128) -> Prefix {
+        self.leases
+            .get(&base)
+            .map(|l| Prefix::from_net(l.prefix))
+            .unwrap_or(Prefix {
+                family: self.prefix.family,
+                base,
+                len: self.prefix.family.bits(),
+            })
+    }
+
+    // ----- allocation -----
+
+    fn refresh(&mut self, base: u128) {
+        let Some(block) = self.bodies.get(&base) else {
+            return;
+        };
+        let s = block.summary();
+        let node = block.node().to_string();
+        let entry = self.nodes.entry(node.clone()).or_default();
+        entry.summaries.insert(base, s);
+        if s.has_any() {
+            entry.open.insert(base);
+        } else {
+            entry.open.remove(&base);
+        }
+        self.dirty.blocks.insert(base);
+        self.dirty.nodes.insert(node);
+    }
+
+    fn need_block(&self, base: u128) -> Error {
+        Error::NeedLoad(Need::Block {
+            pool: self.config.name.clone(),
+            block: Prefix {
+                family: self.prefix.family,
+                base,
+                len: self.block_len,
+            },
+        })
+    }
+
+    fn take_from(
+        &mut self,
+        base: u128,
+        handle: HandleId,
+        now: Millis,
+        quarantined: bool,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Option<u128>> {
+        let pool = self.config.name.clone();
+        let Some(block) = self.bodies.get_mut(&base) else {
+            return Err(self.need_block(base));
+        };
+        let cursor = block.cursor();
+        let empty_since = block.empty_since();
+        let (offset, was) = if quarantined {
+            let until = block.quarantined().next().map(|(_, t)| t);
+            match block.take_quarantined(handle) {
+                Some(o) => (o, until),
+                None => return Ok(None),
+            }
+        } else {
+            match block.take_next(handle, now) {
+                Some(o) => (o, None),
+                None => {
+                    // The summary was stale (quarantine not yet expired); keep it honest.
+                    self.refresh(base);
+                    return Ok(None);
+                }
+            }
+        };
+        undo.push(Undo::Took {
+            pool,
+            block: base,
+            offset,
+            cursor,
+            quarantined: was,
+            empty_since,
+        });
+        self.refresh(base);
+        Ok(Some(base + u128::from(offset)))
+    }
+
+    /// Hands out one address to `handle` for `node` (steps 1–3 of the module doc, or step 4
+    /// when `quarantined`). `Ok(None)`: nothing here.
+    pub(crate) fn allocate(
+        &mut self,
+        handle: HandleId,
+        node: &str,
+        now: Millis,
+        quarantined: bool,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Option<u128>> {
+        if !self.node_loaded(node) {
+            return Err(Error::NeedLoad(Need::Node {
+                pool: self.config.name.clone(),
+                node: node.to_string(),
+            }));
+        }
+        let wanted = |s: &BlockSummary| {
+            if quarantined {
+                s.quarantined > 0
+            } else {
+                s.has_fresh(now)
+            }
+        };
+        let own: Vec<u128> = self
+            .nodes
+            .get(node)
+            .map(|n| {
+                n.open
+                    .iter()
+                    .copied()
+                    .filter(|b| n.summaries.get(b).is_some_and(wanted))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for base in own {
+            if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
+                return Ok(Some(v));
+            }
+        }
+        if !quarantined && let Some(v) = self.claim_block(handle, node, now, undo)? {
+            return Ok(Some(v));
+        }
+        if self.config.strict_affinity {
+            return Ok(None);
+        }
+        if !self.all_nodes {
+            return Err(Error::NeedLoad(Need::AllNodes {
+                pool: self.config.name.clone(),
+            }));
+        }
+        let mut others: Vec<(&String, u128)> = Vec::new();
+        for (n, blocks) in &self.nodes {
+            if n != node {
+                others.extend(
+                    blocks
+                        .open
+                        .iter()
+                        .filter(|b| blocks.summaries.get(b).is_some_and(wanted))
+                        .map(|b| (n, *b)),
+                );
+            }
+        }
+        others.sort();
+        let bases: Vec<u128> = others.into_iter().map(|(_, b)| b).collect();
+        for base in bases {
+            if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
+                return Ok(Some(v));
+            }
+        }
+        Ok(None)
+    }
+
+    fn claim_block(
+        &mut self,
+        handle: HandleId,
+        node: &str,
+        now: Millis,
+        undo: &mut Vec<Undo>,
+    ) -> Result<Option<u128>> {
+        let count = self.nodes.get(node).map_or(0, |n| n.summaries.len());
+        if self
+            .config
+            .max_blocks_per_node
+            .is_some_and(|m| count >= m as usize)
+        {
+            return Ok(None);
+        }
+        let (excl, block_len) = (&self.addr_excl, self.block_len);
+        let block_fit = |c: Prefix| match fit(excl, c) {
+            Fit::Partly if c.len == block_len => Fit::Whole,
+            other => other,
+        };
+        let Some(prefix) = self.alloc.allocate(self.block_len, &block_fit) else {
+            return Ok(None);
+        };
+        self.install_block(prefix, node, now, undo);
+        self.take_from(prefix.base, handle, now, false, undo)
+    }
+
+    fn install_block(&mut self, prefix: Prefix, node: &str, now: Millis, undo: &mut Vec<Undo>) {
+        let block = self.new_block(prefix, node, now);
+        self.block_nodes.insert(prefix.base, node.to_string());
+        self.bodies.insert(prefix.base, block);
+        self.dirty.claims = true;
+        undo.push(Undo::Claimed {
+            pool: self.config.name.clone(),
+            block: prefix.base,
+        });
+        self.refresh(prefix.base);
+    }
+
+    /// Hands out exactly `addr` (a static request) to `handle`; claims its block for
+    /// `node` if nobody has. `holder` names a handle for the error.
+    pub(crate) fn allocate_exact(
+        &mut self,
+        addr: IpAddr,
+        handle: HandleId,
+        node: &str,
+        now: Millis,
+        undo: &mut Vec<Undo>,
+        holder: &dyn Fn(HandleId) -> String,
+    ) -> Result<()> {
+        let pool = self.config.name.clone();
+        let v = addr_to_u128(addr);
+        if Family::of(addr) != self.prefix.family || !self.prefix.contains_value(v) {
+            return Err(Error::AddressOutsidePool { addr, pool });
+        }
+        if let Some(reason) = self.reserved_reason(addr) {
+            return Err(Error::AddressReserved { addr, pool, reason });
+        }
+        let block = self.block_of(addr);
+        if !self.block_nodes.contains_key(&block.base) {
+            match self.alloc.claim(block) {
+                Ok(()) => self.install_block(block, node, now, undo),
+                Err(in_the_way) => {
+                    let lease = in_the_way
+                        .into_iter()
+                        .find(|p| p.contains_value(v))
+                        .unwrap_or(block);
+                    return Err(Error::AddressInLease { addr, pool, lease });
+                }
+            }
+        }
+        let Some(body) = self.bodies.get_mut(&block.base) else {
+            return Err(self.need_block(block.base));
+        };
+        let offset = (v - block.base) as u32;
+        let cursor = body.cursor();
+        let empty_since = body.empty_since();
+        let was = match body.state(offset) {
+            AddrState::Quarantined(t) => Some(t),
+            _ => None,
+        };
+        match body.take_exact(offset, handle, now) {
+            Ok(()) => {
+                undo.push(Undo::Took {
+                    pool,
+                    block: block.base,
+                    offset,
+                    cursor,
+                    quarantined: was,
+                    empty_since,
+                });
+                self.refresh(block.base);
+                Ok(())
+            }
+            Err(AddrState::Held(h)) => Err(Error::AddressInUse {
+                addr,
+                holder: holder(h),
+            }),
+            Err(_) => Err(Error::AddressReserved {
+                addr,
+                pool,
+                reason: ReservedReason::Excluded,
+            }),
+        }
+    }
+
+    pub(crate) fn undo(&mut self, step: &Undo) {
+        match step {
+            Undo::Took {
+                block,
+                offset,
+                cursor,
+                quarantined,
+                empty_since,
+                ..
+            } => {
+                if let Some(b) = self.bodies.get_mut(block) {
+                    b.untake(*offset, *cursor, *quarantined, *empty_since);
+                }
+                self.refresh(*block);
+            }
+            Undo::Claimed { block, .. } => {
+                self.remove_block(*block);
+            }
+        }
+    }
+
+    fn remove_block(&mut self, base: u128) {
+        let prefix = Prefix {
+            family: self.prefix.family,
+            base,
+            len: self.block_len,
+        };
+        self.alloc.release(prefix);
+        self.bodies.remove(&base);
+        if let Some(node) = self.block_nodes.remove(&base) {
+            if let Some(n) = self.nodes.get_mut(&node) {
+                n.summaries.remove(&base);
+                n.open.remove(&base);
+            }
+            self.dirty.nodes.insert(node);
+        }
+        self.dirty.claims = true;
+        self.dirty.blocks.insert(base);
+    }
+
+    /// Releases `addr`: quarantined for the reuse delay, or free at once when the delay is 0.
+    /// Returns the handle that held it (`None`: it was not held).
+    pub(crate) fn release(&mut self, addr: IpAddr, now: Millis) -> Result<Option<HandleId>> {
+        let block = self.block_of(addr);
+        if Family::of(addr) != self.prefix.family
+            || !self.prefix.contains_value(addr_to_u128(addr))
+            || !self.block_nodes.contains_key(&block.base)
+        {
+            return Ok(None);
+        }
+        let until = now.saturating_add(self.config.reuse_delay_seconds.saturating_mul(1000));
+        let Some(body) = self.bodies.get_mut(&block.base) else {
+            return Err(self.need_block(block.base));
+        };
+        let offset = (addr_to_u128(addr) - block.base) as u32;
+        let released = body.release(offset, now, until);
+        self.refresh(block.base);
+        Ok(released)
+    }
+
+    /// Gives blocks back to the pool that have held nothing for the grace period and have
+    /// no quarantine left. Looks at loaded nodes only; needs no bodies.
+    pub fn reclaim_empty_blocks(&mut self, now: Millis) -> Vec<Prefix> {
+        let grace = self.config.empty_block_grace_seconds.saturating_mul(1000);
+        let mut gone = Vec::new();
+        for n in self.nodes.values() {
+            for (&base, s) in &n.summaries {
+                let expired = s
+                    .empty_since
+                    .is_some_and(|t| t.saturating_add(grace) <= now);
+                if s.held == 0 && expired && (s.quarantined == 0 || s.quarantine_until <= now) {
+                    gone.push(base);
+                }
+            }
+        }
+        gone.sort_unstable();
+        let family = self.prefix.family;
+        gone.into_iter()
+            .map(|base| {
+                self.remove_block(base);
+                Prefix {
+                    family,
+                    base,
+                    len: self.block_len,
+                }
+            })
+            .collect()
+    }
+
+    // ----- prefix leases -----
+
+    /// Leases the lowest free prefix of length `len` to `owner`, avoiding exclusions.
+    pub fn lease(
+        &mut self,
+        len: u8,
+        owner: &str,
+        attrs: BTreeMap<String, String>,
+        now: Millis,
+    ) -> Result<Lease> {
+        if len < self.prefix.len || len > self.prefix.family.bits() {
+            return Err(invalid(
+                "prefixLength",
+                format!(
+                    "/{len} must lie between the pool's /{} and /{}",
+                    self.prefix.len,
+                    self.prefix.family.bits()
+                ),
+            ));
+        }
+        let excl = &self.prefix_excl;
+        let lease_fit = |c: Prefix| fit(excl, c);
+        let Some(p) = self.alloc.allocate(len, &lease_fit) else {
+            return Err(Error::NoRoomForPrefix {
+                pool: self.config.name.clone(),
+                len,
+                largest: self.alloc.largest_free(),
+            });
+        };
+        Ok(self.record_lease(p, owner, attrs, now))
+    }
+
+    /// Leases exactly `prefix` to `owner`.
+    pub fn lease_exact(
+        &mut self,
+        prefix: IpNet,
+        owner: &str,
+        attrs: BTreeMap<String, String>,
+        now: Millis,
+    ) -> Result<Lease> {
+        let p = Prefix::from_net(prefix);
+        if !self.prefix.covers(&p) {
+            return Err(invalid(
+                "prefix",
+                format!("{prefix} is not inside pool {}", self.config.cidr),
+            ));
+        }
+        if fit(&self.prefix_excl, p) != Fit::Whole {
+            return Err(invalid(
+                "prefix",
+                format!(
+                    "{prefix} overlaps an exclusion of pool {}",
+                    self.config.name
+                ),
+            ));
+        }
+        if let Err(in_the_way) = self.alloc.claim(p) {
+            let what = in_the_way
+                .iter()
+                .map(ToString::to_string)
+                .collect::<Vec<_>>()
+                .join(", ");
+            return Err(invalid(
+                "prefix",
+                format!("{prefix} overlaps {what} in pool {}", self.config.name),
+            ));
+        }
+        Ok(self.record_lease(p, owner, attrs, now))
+    }
+
+    fn record_lease(
+        &mut self,
+        p: Prefix,
+        owner: &str,
+        attrs: BTreeMap<String, String>,
+        now: Millis,
+    ) -> Lease {
+        let lease = Lease {
+            prefix: p.to_net(),
+            owner: owner.to_string(),
+            created: now,
+            attrs,
+        };
+        self.leases.insert(p.base, lease.clone());
+        self.dirty.claims = true;
+        lease
+    }
+
+    /// Ends the lease of exactly `prefix`; returns it, or `None` if there was none.
+    pub fn release_lease(&mut self, prefix: IpNet) -> Option<Lease> {
+        let p = Prefix::from_net(prefix);
+        let lease = self
+            .leases
+            .get(&p.base)
+            .filter(|l| l.prefix == prefix)?
+            .clone();
+        self.leases.remove(&p.base);
+        self.alloc.release(p);
+        self.dirty.claims = true;
+        Some(lease)
+    }
+
+    /// The largest free prefix.
+    pub fn largest_free(&self) -> Option<Prefix> {
+        self.alloc.largest_free()
+    }
+
+    /// Checks the pool's invariants over its loaded state.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        self.alloc.check()?;
+        let claims: BTreeSet<u128> = self.alloc.claims().map(|p| p.base).collect();
+        let recorded: BTreeSet<u128> = self
+            .block_nodes
+            .keys()
+            .chain(self.leases.keys())
+            .copied()
+            .collect();
+        if claims != recorded {
+            return Err(format!(
+                "pool {}: claims index disagrees with blocks and leases",
+                self.config.name
+            ));
+        }
+        for (base, body) in &self.bodies {
+            body.check()?;
+            let node = self
+                .block_nodes
+                .get(base)
+                .ok_or_else(|| format!("block {} not claimed", body.prefix()))?;
+            if node != body.node() {
+                return Err(format!("block {} affinity disagrees", body.prefix()));
+            }
+            let s = self.nodes.get(node).and_then(|n| n.summaries.get(base));
+            if s != Some(&body.summary()) {
+                return Err(format!(
+                    "block {} summary disagrees with its body",
+                    body.prefix()
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    pub(crate) fn addr(&self, value: u128) -> IpAddr {
+        u128_to_addr(self.prefix.family, value)
+    }
+}
+
+/// Address counts of a pool. `size = free + held + quarantined + reserved + leased`
+/// (saturating for huge IPv6 pools).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PoolUsage {
+    /// All addresses of the CIDR.
+    pub size: u128,
+    /// Held by handles.
+    pub held: u128,
+    /// Free.
+    pub free: u128,
+    /// In quarantine.
+    pub quarantined: u128,
+    /// Never handed out.
+    pub reserved: u128,
+    /// Inside prefix leases.
+    pub leased: u128,
+    /// Blocks claimed.
+    pub blocks: u64,
+    /// Prefix leases.
+    pub leases: u64,
+}
+
+impl PoolUsage {
+    /// Share of the usable addresses that are held, quarantined or leased, in percent.
+    pub fn percent_used(&self) -> f64 {
+        let usable = self.size.saturating_sub(self.reserved);
+        if usable == 0 {
+            return 100.0;
+        }
+        let used = self.held + self.quarantined + self.leased;
+        (used as f64) * 100.0 / (usable as f64)
+    }
+}

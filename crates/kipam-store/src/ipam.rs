@@ -1,0 +1,869 @@
+//! The IPAM key space on top of a [`Store`]: runs engine operations as store transactions.
+//!
+//! Every operation is one [`transact`] call: it builds an empty [`Ipam`], loads what the
+//! operation needs, runs it, and writes back exactly what [`Ipam::take_dirty`] names. The
+//! engine asks for more state with [`Error::NeedLoad`] instead of reading the store
+//! itself (kipam-core has no IO); the loader here fetches what was named and the
+//! operation runs again. So a CNI exec on a /16 with 60,000 addresses held reads the pool,
+//! its claims index, one node's summaries and one block — not 60,000 allocations.
+//!
+//! ## Keys (the same in every backend; an etcd backend puts them under `/kipam/v1/`)
+//! | key | value |
+//! |---|---|
+//! | `pools/{pool}` | pool config, JSON |
+//! | `claims/{pool}` | claims index: blocks with their node, prefix leases; JSON |
+//! | `nodes/{pool}/{node}` | the node's block summaries, binary ([`codec`]) |
+//! | `blocks/{pool}/{block base}` | block body: holders, quarantine, cursor; binary |
+//! | `handles/{handle}` | handle: node, attributes, addresses; JSON |
+//! | `externals/{name}`, `reservations/{name}` | scope networks, JSON |
+//!
+//! Path components are escaped (`%` and `/` as `%25`, `%2F`), so names that contain `/`
+//! (CNI pool names like `net:10.0.0.0/24`, handles like `net/ctr/eth0`) keep prefixes exact.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use kipam_core::{
+    AllocRequest, Error, Handle, HeldAddr, Ipam, Lease, LeaseWant, Millis, Need, ObjectKind,
+    Overlap, Pool, PoolConfig, PoolUsage, Prefix, ScopeNetwork,
+};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+
+use crate::codec::{self, BlockRecord};
+use crate::store::{Store, StoreError, Txn, transact};
+
+/// Errors of IPAM operations on a store.
+#[derive(Debug, Error)]
+pub enum IpamError {
+    /// The engine refused (exhausted, overlap, invalid input, ...).
+    #[error(transparent)]
+    Engine(#[from] Error),
+    /// The store failed (busy, disk full, corrupt file, ...).
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// A record cannot be decoded or contradicts another.
+    #[error("record {key} is corrupt: {detail}")]
+    Corrupt {
+        /// The key.
+        key: String,
+        /// What is wrong.
+        detail: String,
+    },
+}
+
+/// Result alias.
+pub type Result<T, E = IpamError> = std::result::Result<T, E>;
+
+/// Escapes a path component.
+pub fn esc(s: &str) -> String {
+    if !s.contains(['%', '/']) {
+        return s.to_string();
+    }
+    s.replace('%', "%25").replace('/', "%2F")
+}
+
+fn pool_key(pool: &str) -> String {
+    format!("pools/{}", esc(pool))
+}
+fn claims_key(pool: &str) -> String {
+    format!("claims/{}", esc(pool))
+}
+fn node_key(pool: &str, node: &str) -> String {
+    format!("nodes/{}/{}", esc(pool), esc(node))
+}
+fn block_key(pool: &str, block: Prefix) -> String {
+    format!("blocks/{}/{}", esc(pool), block.range().first)
+}
+fn handle_key(handle: &str) -> String {
+    format!("handles/{}", esc(handle))
+}
+fn scope_key(kind: ObjectKind, name: &str) -> String {
+    match kind {
+        ObjectKind::Reservation => format!("reservations/{}", esc(name)),
+        _ => format!("externals/{}", esc(name)),
+    }
+}
+
+/// The claims index of a pool as stored.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+struct ClaimsRecord {
+    /// Block bases (as addresses) per node.
+    #[serde(default)]
+    blocks: BTreeMap<String, Vec<IpAddr>>,
+    /// Prefix leases.
+    #[serde(default)]
+    leases: Vec<Lease>,
+}
+
+fn json<T: Serialize>(v: &T) -> Vec<u8> {
+    // Serialising these plain structs cannot fail (string keys, no non-finite floats).
+    serde_json::to_vec(v).unwrap_or_default()
+}
+
+fn parse<T: for<'de> Deserialize<'de>>(key: &str, bytes: &[u8]) -> Result<T> {
+    serde_json::from_slice(bytes).map_err(|e| IpamError::Corrupt {
+        key: key.into(),
+        detail: e.to_string(),
+    })
+}
+
+/// What an operation loads up front.
+#[derive(Clone, Debug, Default)]
+struct Scope {
+    /// Pools to load (config and claims).
+    pools: Vec<String>,
+    /// Every pool (for overlap checks).
+    all_pools: bool,
+    /// Load every node and block of the loaded pools.
+    full: bool,
+    /// Handles to load.
+    handles: Vec<String>,
+    /// Load every handle.
+    all_handles: bool,
+}
+
+/// Loads records into an [`Ipam`] inside one transaction.
+struct Loader<'t> {
+    txn: &'t mut dyn Txn,
+    now: Millis,
+    loaded: BTreeSet<String>,
+}
+
+impl Loader<'_> {
+    fn once(&mut self, key: &str) -> bool {
+        self.loaded.insert(key.to_string())
+    }
+
+    fn load_scope_networks(&mut self, ipam: &mut Ipam) -> Result<()> {
+        for (kind, prefix) in [
+            (ObjectKind::External, "externals/"),
+            (ObjectKind::Reservation, "reservations/"),
+        ] {
+            for rec in self.txn.list(prefix)? {
+                ipam.load_scope_network(kind, parse(&rec.key, &rec.value)?);
+            }
+        }
+        Ok(())
+    }
+
+    fn load_pool(&mut self, ipam: &mut Ipam, name: &str) -> Result<bool> {
+        if ipam.pool(name).is_some() {
+            return Ok(true);
+        }
+        let key = pool_key(name);
+        let Some(rec) = self.txn.get(&key)? else {
+            return Ok(false);
+        };
+        let config: PoolConfig = parse(&key, &rec.value)?;
+        self.install_pool(ipam, config)?;
+        Ok(true)
+    }
+
+    fn install_pool(&mut self, ipam: &mut Ipam, config: PoolConfig) -> Result<()> {
+        let name = config.name.clone();
+        let mut pool = Pool::new(config).map_err(|e| IpamError::Corrupt {
+            key: pool_key(&name),
+            detail: e.to_string(),
+        })?;
+        let ckey = claims_key(&name);
+        if let Some(rec) = self.txn.get(&ckey)? {
+            let claims: ClaimsRecord = parse(&ckey, &rec.value)?;
+            let family = pool.prefix().family;
+            let mut blocks = Vec::new();
+            for (node, bases) in claims.blocks {
+                for base in bases {
+                    let p = Prefix::containing(
+                        family,
+                        kipam_core::prefix::addr_to_u128(base),
+                        pool.block_len(),
+                    );
+                    blocks.push((p, node.clone()));
+                }
+            }
+            pool.load_claims(&blocks, claims.leases)
+                .map_err(|detail| IpamError::Corrupt { key: ckey, detail })?;
+        }
+        ipam.load_pool(pool);
+        Ok(())
+    }
+
+    fn load_all_pools(&mut self, ipam: &mut Ipam) -> Result<()> {
+        for rec in self.txn.list("pools/")? {
+            let config: PoolConfig = parse(&rec.key, &rec.value)?;
+            if ipam.pool(&config.name).is_none() {
+                self.install_pool(ipam, config)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_node(&mut self, ipam: &mut Ipam, pool: &str, node: &str) -> Result<()> {
+        let key = node_key(pool, node);
+        if !self.once(&key) {
+            return Ok(());
+        }
+        let summaries = match self.txn.get(&key)? {
+            Some(rec) => codec::decode_node(&rec.value)
+                .map_err(|detail| IpamError::Corrupt { key, detail })?,
+            None => Vec::new(),
+        };
+        if let Some(p) = ipam.pool_mut(pool) {
+            p.load_node(node, summaries);
+        }
+        Ok(())
+    }
+
+    fn load_all_nodes(&mut self, ipam: &mut Ipam, pool: &str) -> Result<()> {
+        let prefix = format!("nodes/{}/", esc(pool));
+        for rec in self.txn.list(&prefix)? {
+            if !self.once(&rec.key) {
+                continue;
+            }
+            let node = unescape(&rec.key[prefix.len()..]);
+            let summaries =
+                codec::decode_node(&rec.value).map_err(|detail| IpamError::Corrupt {
+                    key: rec.key.clone(),
+                    detail,
+                })?;
+            if let Some(p) = ipam.pool_mut(pool) {
+                p.load_node(&node, summaries);
+            }
+        }
+        if let Some(p) = ipam.pool_mut(pool) {
+            p.mark_all_nodes_loaded();
+        }
+        Ok(())
+    }
+
+    fn load_block(&mut self, ipam: &mut Ipam, pool: &str, block: Prefix) -> Result<()> {
+        let key = block_key(pool, block);
+        if !self.once(&key) {
+            return Err(IpamError::Corrupt {
+                key,
+                detail: "loaded, yet the engine asks for it again".into(),
+            });
+        }
+        let rec = self.txn.get(&key)?.ok_or_else(|| IpamError::Corrupt {
+            key: key.clone(),
+            detail: "claimed in the claims index but missing".into(),
+        })?;
+        let body = codec::decode_block(&rec.value).map_err(|detail| IpamError::Corrupt {
+            key: key.clone(),
+            detail,
+        })?;
+        // A node's summaries are written back whole, so load them before touching its block.
+        self.load_node(ipam, pool, &body.node)?;
+        let shell = ipam
+            .pool(pool)
+            .and_then(|p| p.block_shell(block.base, self.now));
+        let mut b = shell.ok_or_else(|| IpamError::Corrupt {
+            key: key.clone(),
+            detail: "block is not in the claims index".into(),
+        })?;
+        for (offset, holder) in &body.held {
+            let id = ipam.intern(holder);
+            b.load_held(*offset, id)
+                .map_err(|state| IpamError::Corrupt {
+                    key: key.clone(),
+                    detail: format!("offset {offset} held by {holder} is {state:?}"),
+                })?;
+        }
+        for (offset, until) in &body.quarantined {
+            b.load_quarantined(*offset, *until)
+                .map_err(|state| IpamError::Corrupt {
+                    key: key.clone(),
+                    detail: format!("quarantined offset {offset} is {state:?}"),
+                })?;
+        }
+        b.set_cursor(body.cursor);
+        b.set_empty_since(body.empty_since);
+        ipam.load_block(pool, b)?;
+        Ok(())
+    }
+
+    fn load_all_blocks(&mut self, ipam: &mut Ipam, pool: &str) -> Result<()> {
+        self.load_all_nodes(ipam, pool)?;
+        let blocks: Vec<Prefix> = ipam
+            .pool(pool)
+            .map(|p| p.block_claims().map(|(b, _)| b).collect())
+            .unwrap_or_default();
+        for b in blocks {
+            if ipam.pool(pool).is_some_and(|p| !p.block_loaded(b.base)) {
+                self.load_block(ipam, pool, b)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn load_handle(&mut self, ipam: &mut Ipam, key: &str) -> Result<bool> {
+        if ipam.handle(key).is_some() {
+            return Ok(true);
+        }
+        let k = handle_key(key);
+        if !self.once(&k) {
+            return Ok(false);
+        }
+        match self.txn.get(&k)? {
+            Some(rec) => {
+                ipam.load_handle(parse(&k, &rec.value)?);
+                Ok(true)
+            }
+            None => Ok(false),
+        }
+    }
+
+    fn satisfy(&mut self, ipam: &mut Ipam, need: Need) -> Result<()> {
+        match need {
+            Need::Block { pool, block } => self.load_block(ipam, &pool, block),
+            Need::Node { pool, node } => {
+                let key = node_key(&pool, &node);
+                if self.loaded.contains(&key) {
+                    return Err(IpamError::Corrupt {
+                        key,
+                        detail: "loaded, yet the engine asks for it again".into(),
+                    });
+                }
+                self.load_node(ipam, &pool, &node)
+            }
+            Need::AllNodes { pool } => {
+                if !self.once(&format!("all-nodes {pool}")) {
+                    return Err(IpamError::Corrupt {
+                        key: format!("nodes/{}/", esc(&pool)),
+                        detail: "loaded, yet the engine asks again".into(),
+                    });
+                }
+                self.load_all_nodes(ipam, &pool)
+            }
+            Need::Handle { key } => {
+                if self.load_handle(ipam, &key)? {
+                    Ok(())
+                } else {
+                    Err(IpamError::Corrupt {
+                        key: handle_key(&key),
+                        detail: "a block names this holder, but it has no record".into(),
+                    })
+                }
+            }
+        }
+    }
+
+    fn prepare(&mut self, ipam: &mut Ipam, scope: &Scope) -> Result<()> {
+        self.load_scope_networks(ipam)?;
+        if scope.all_pools || scope.full {
+            self.load_all_pools(ipam)?;
+        }
+        for p in &scope.pools {
+            self.load_pool(ipam, p)?;
+        }
+        if scope.full {
+            let names: Vec<String> = ipam.pools().map(|p| p.config().name.clone()).collect();
+            for n in names {
+                self.load_all_blocks(ipam, &n)?;
+            }
+        }
+        if scope.all_handles {
+            for rec in self.txn.list("handles/")? {
+                let h: Handle = parse(&rec.key, &rec.value)?;
+                if ipam.handle(&h.key).is_none() {
+                    ipam.load_handle(h);
+                }
+            }
+        }
+        for h in &scope.handles {
+            self.load_handle(ipam, h)?;
+        }
+        Ok(())
+    }
+
+    fn write_back(&mut self, ipam: &mut Ipam) -> Result<()> {
+        let dirty = ipam.take_dirty();
+        for name in &dirty.pool_configs {
+            match ipam.pool(name) {
+                Some(p) => self.txn.put(&pool_key(name), json(p.config()))?,
+                None => {
+                    self.txn.delete(&pool_key(name))?;
+                    self.txn.delete(&claims_key(name))?;
+                    for prefix in [
+                        format!("nodes/{}/", esc(name)),
+                        format!("blocks/{}/", esc(name)),
+                    ] {
+                        for rec in self.txn.list(&prefix)? {
+                            self.txn.delete(&rec.key)?;
+                        }
+                    }
+                }
+            }
+        }
+        for (name, d) in &dirty.pools {
+            let Some(p) = ipam.pool(name) else { continue };
+            if d.claims {
+                let mut claims = ClaimsRecord::default();
+                for (b, node) in p.block_claims() {
+                    claims
+                        .blocks
+                        .entry(node.to_string())
+                        .or_default()
+                        .push(b.range().first);
+                }
+                claims.leases = p.leases().cloned().collect();
+                self.txn.put(&claims_key(name), json(&claims))?;
+            }
+            let family = p.prefix().family;
+            for &base in &d.blocks {
+                let prefix = Prefix {
+                    family,
+                    base,
+                    len: p.block_len(),
+                };
+                match p.block(base) {
+                    Some(b) => {
+                        let rec = BlockRecord {
+                            node: b.node().to_string(),
+                            cursor: b.cursor(),
+                            empty_since: b.empty_since(),
+                            held: b
+                                .held()
+                                .map(|(o, id)| (o, ipam.key_of(id).to_string()))
+                                .collect(),
+                            quarantined: b.quarantined().collect(),
+                        };
+                        self.txn
+                            .put(&block_key(name, prefix), codec::encode_block(&rec))?;
+                    }
+                    None => self.txn.delete(&block_key(name, prefix))?,
+                }
+            }
+            for node in &d.nodes {
+                let summaries = p.node_summaries(node);
+                if summaries.is_empty() {
+                    self.txn.delete(&node_key(name, node))?;
+                } else {
+                    self.txn
+                        .put(&node_key(name, node), codec::encode_node(&summaries))?;
+                }
+            }
+        }
+        for key in &dirty.handles {
+            match ipam.handle(key) {
+                Some(h) => self.txn.put(&handle_key(key), json(h))?,
+                None => self.txn.delete(&handle_key(key))?,
+            }
+        }
+        if dirty.scope_networks {
+            let mut keep = BTreeSet::new();
+            for kind in [ObjectKind::External, ObjectKind::Reservation] {
+                for n in ipam.scope_networks(kind) {
+                    let key = scope_key(kind, &n.name);
+                    self.txn.put(&key, json(n))?;
+                    keep.insert(key);
+                }
+            }
+            for prefix in ["externals/", "reservations/"] {
+                for rec in self.txn.list(prefix)? {
+                    if !keep.contains(&rec.key) {
+                        self.txn.delete(&rec.key)?;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+fn unescape(s: &str) -> String {
+    s.replace("%2F", "/").replace("%25", "%")
+}
+
+/// How many times one operation may ask for more state before we call it a bug.
+const MAX_LOADS: usize = 100_000;
+
+/// IPAM operations over a [`Store`].
+#[derive(Debug)]
+pub struct IpamStore<S> {
+    store: S,
+}
+
+impl<S: Store> IpamStore<S> {
+    /// Wraps a store.
+    pub fn new(store: S) -> Self {
+        IpamStore { store }
+    }
+
+    /// The underlying store.
+    pub fn store(&self) -> &S {
+        &self.store
+    }
+
+    fn run<T>(
+        &self,
+        now: Millis,
+        scope: &Scope,
+        mut op: impl FnMut(&mut Ipam) -> Result<T, Error>,
+    ) -> Result<T> {
+        transact(&self.store, |txn| {
+            let mut loader = Loader {
+                txn,
+                now,
+                loaded: BTreeSet::new(),
+            };
+            let mut ipam = Ipam::new();
+            loader.prepare(&mut ipam, scope)?;
+            for _ in 0..MAX_LOADS {
+                match op(&mut ipam) {
+                    Err(Error::NeedLoad(need)) => loader.satisfy(&mut ipam, need)?,
+                    Err(e) => return Err(IpamError::Engine(e)),
+                    Ok(v) => {
+                        loader.write_back(&mut ipam)?;
+                        return Ok(v);
+                    }
+                }
+            }
+            Err(IpamError::Corrupt {
+                key: String::new(),
+                detail: "operation kept asking for more state".into(),
+            })
+        })
+    }
+
+    /// Creates a pool; refused if the name exists or it overlaps anything in its scope.
+    pub fn create_pool(&self, config: &PoolConfig, now: Millis) -> Result<()> {
+        let scope = Scope {
+            all_pools: true,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| ipam.create_pool(config.clone()))
+    }
+
+    /// Creates the pool, or updates its mutable settings when it exists with others
+    /// (the CNI plugin calls this with the ranges of the config it was given). Writes
+    /// nothing when the stored config is already equal.
+    pub fn ensure_pool(&self, config: &PoolConfig, now: Millis) -> Result<()> {
+        let scope = Scope {
+            pools: vec![config.name.clone()],
+            ..Scope::default()
+        };
+        let exists = transact(&self.store, |txn| -> Result<Option<PoolConfig>> {
+            match txn.get(&pool_key(&config.name))? {
+                Some(rec) => Ok(Some(parse(&rec.key, &rec.value)?)),
+                None => Ok(None),
+            }
+        })?;
+        match exists {
+            Some(c) if &c == config => Ok(()),
+            Some(_) => self.run(now, &scope, |ipam| ipam.update_pool(config.clone())),
+            None => match self.create_pool(config, now) {
+                Err(IpamError::Engine(Error::AlreadyExists { .. })) => {
+                    self.run(now, &scope, |ipam| ipam.update_pool(config.clone()))
+                }
+                other => other,
+            },
+        }
+    }
+
+    /// Changes a pool's mutable settings.
+    pub fn update_pool(&self, config: &PoolConfig, now: Millis) -> Result<()> {
+        let scope = Scope {
+            pools: vec![config.name.clone()],
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| {
+            if ipam.pool(&config.name).is_none() {
+                return Err(Error::PoolNotFound {
+                    pool: config.name.clone(),
+                });
+            }
+            ipam.update_pool(config.clone())
+        })
+    }
+
+    /// Deletes a pool (see [`Ipam::delete_pool`]).
+    pub fn delete_pool(&self, name: &str, force: bool, now: Millis) -> Result<()> {
+        let scope = Scope {
+            full: true,
+            all_handles: force,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| ipam.delete_pool(name, force))
+    }
+
+    /// A pool's config.
+    pub fn pool(&self, name: &str) -> Result<Option<PoolConfig>> {
+        match self.store.get(&pool_key(name))? {
+            Some(rec) => Ok(Some(parse(&rec.key, &rec.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every pool's config, by name.
+    pub fn pools(&self) -> Result<Vec<PoolConfig>> {
+        self.store
+            .list("pools/")?
+            .iter()
+            .map(|r| parse(&r.key, &r.value))
+            .collect()
+    }
+
+    /// Allocates for a handle (see [`Ipam::allocate`]); loads only what it touches.
+    pub fn allocate(&self, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>> {
+        let mut pools = Vec::new();
+        let mut by_family = false;
+        for w in &req.wants {
+            match &w.source {
+                kipam_core::Source::Pools(names) => pools.extend(names.iter().cloned()),
+                kipam_core::Source::Family { .. } => by_family = true,
+            }
+        }
+        let scope = Scope {
+            pools,
+            all_pools: by_family,
+            handles: vec![req.handle.clone()],
+            ..Scope::default()
+        };
+        let node = req.node.clone();
+        self.run(now, &scope, |ipam| {
+            // Reclaim this node's long-empty blocks on the way (cheap: summaries only).
+            let names: Vec<String> = ipam.pools().map(|p| p.config().name.clone()).collect();
+            for n in &names {
+                if ipam.pool(n).is_some_and(|p| !p.node_loaded(&node)) {
+                    return Err(Error::NeedLoad(Need::Node {
+                        pool: n.clone(),
+                        node: node.clone(),
+                    }));
+                }
+            }
+            ipam.allocate(req, now)
+        })
+    }
+
+    /// Releases everything a handle holds; idempotent (an unknown handle releases nothing).
+    pub fn release(&self, handle: &str, now: Millis) -> Result<Vec<HeldAddr>> {
+        let scope = Scope {
+            handles: vec![handle.to_string()],
+            ..Scope::default()
+        };
+        let pools = match self.handle(handle)? {
+            Some(h) => h.addrs.iter().map(|a| a.pool.clone()).collect(),
+            None => return Ok(Vec::new()),
+        };
+        let scope = Scope { pools, ..scope };
+        self.run(now, &scope, |ipam| ipam.release_handle(handle, now))
+    }
+
+    /// Releases one address, whoever holds it; returns the holder.
+    pub fn release_address(&self, pool: &str, addr: IpAddr, now: Millis) -> Result<Option<String>> {
+        let scope = Scope {
+            pools: vec![pool.to_string()],
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| {
+            if ipam.pool(pool).is_none() {
+                return Err(Error::PoolNotFound { pool: pool.into() });
+            }
+            ipam.release_address(pool, addr, now)
+        })
+    }
+
+    /// A handle record.
+    pub fn handle(&self, key: &str) -> Result<Option<Handle>> {
+        match self.store.get(&handle_key(key))? {
+            Some(rec) => Ok(Some(parse(&rec.key, &rec.value)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Every handle whose key starts with `prefix` (e.g. a CNI network's `name/`).
+    pub fn handles_with_prefix(&self, prefix: &str) -> Result<Vec<Handle>> {
+        self.store
+            .list(&format!("handles/{}", esc(prefix)))?
+            .iter()
+            .map(|r| parse(&r.key, &r.value))
+            .collect()
+    }
+
+    /// Leases a sub-prefix of a pool.
+    pub fn lease(
+        &self,
+        pool: &str,
+        want: LeaseWant,
+        owner: &str,
+        attrs: &BTreeMap<String, String>,
+        now: Millis,
+    ) -> Result<Lease> {
+        let scope = Scope {
+            pools: vec![pool.to_string()],
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| {
+            ipam.lease_prefix(pool, want, owner, attrs.clone(), now)
+        })
+    }
+
+    /// Ends a prefix lease.
+    pub fn release_lease(&self, pool: &str, prefix: IpNet, now: Millis) -> Result<Option<Lease>> {
+        let scope = Scope {
+            pools: vec![pool.to_string()],
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| ipam.release_lease(pool, prefix))
+    }
+
+    /// Registers an external network or reservation.
+    pub fn add_scope_network(
+        &self,
+        kind: ObjectKind,
+        net: &ScopeNetwork,
+        now: Millis,
+    ) -> Result<()> {
+        self.run(now, &Scope::default(), |ipam| {
+            ipam.add_scope_network(kind, net.clone())
+        })
+    }
+
+    /// Removes an external network or reservation.
+    pub fn remove_scope_network(&self, kind: ObjectKind, name: &str, now: Millis) -> Result<bool> {
+        self.run(now, &Scope::default(), |ipam| {
+            Ok(ipam.remove_scope_network(kind, name))
+        })
+    }
+
+    /// Every overlapping pair within each scope.
+    pub fn overlaps(&self, now: Millis) -> Result<Vec<Overlap>> {
+        let scope = Scope {
+            all_pools: true,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| Ok(ipam.overlaps()))
+    }
+
+    /// Usage of every pool.
+    pub fn usage(&self, now: Millis) -> Result<Vec<(String, PoolUsage)>> {
+        let scope = Scope {
+            all_pools: true,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| {
+            let missing = ipam
+                .pools()
+                .find(|p| !p.all_nodes_loaded())
+                .map(|p| p.config().name.clone());
+            if let Some(pool) = missing {
+                return Err(Error::NeedLoad(Need::AllNodes { pool }));
+            }
+            Ok(ipam
+                .pools()
+                .map(|p| (p.config().name.clone(), p.usage()))
+                .collect())
+        })
+    }
+
+    /// Gives back blocks that stayed empty past their grace period.
+    pub fn reclaim_empty_blocks(&self, now: Millis) -> Result<Vec<(String, Prefix)>> {
+        let scope = Scope {
+            all_pools: true,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| {
+            let missing = ipam
+                .pools()
+                .find(|p| !p.all_nodes_loaded())
+                .map(|p| p.config().name.clone());
+            if let Some(pool) = missing {
+                return Err(Error::NeedLoad(Need::AllNodes { pool }));
+            }
+            Ok(ipam.reclaim_empty_blocks(now))
+        })
+    }
+
+    /// The whole state in memory (kipamd's start, integrity checks, tools).
+    pub fn load_all(&self, now: Millis) -> Result<Ipam> {
+        let scope = Scope {
+            full: true,
+            all_handles: true,
+            ..Scope::default()
+        };
+        self.run(now, &scope, |ipam| Ok(ipam.clone()))
+    }
+
+    /// Checks every invariant of the stored state; see [`IntegrityReport`].
+    pub fn check_integrity(&self, now: Millis) -> Result<IntegrityReport> {
+        let ipam = self.load_all(now)?;
+        let mut report = IntegrityReport::default();
+        if let Err(e) = ipam.check() {
+            report.problems.push(e);
+        }
+        for p in ipam.pools() {
+            report.pools += 1;
+            for b in p.blocks() {
+                report.blocks += 1;
+                report.held += u64::from(b.summary().held);
+            }
+        }
+        for h in ipam.handles() {
+            report.handles += 1;
+            for a in &h.addrs {
+                if ipam.pool(&a.pool).is_none() {
+                    report.problems.push(format!(
+                        "handle {} lists {} in unknown pool {}",
+                        h.key, a.addr, a.pool
+                    ));
+                }
+            }
+        }
+        // Summaries on disk must agree with the bodies they summarise.
+        for rec in self.store.list("nodes/")? {
+            let summaries =
+                codec::decode_node(&rec.value).map_err(|detail| IpamError::Corrupt {
+                    key: rec.key.clone(),
+                    detail,
+                })?;
+            let rest = &rec.key["nodes/".len()..];
+            let pool = unescape(rest.split('/').next().unwrap_or_default());
+            let Some(p) = ipam.pool(&pool) else {
+                report
+                    .problems
+                    .push(format!("{} belongs to no pool", rec.key));
+                continue;
+            };
+            for (base, s) in summaries {
+                match p.block(base) {
+                    Some(b) if b.summary() == s => {}
+                    Some(b) => report.problems.push(format!(
+                        "{}: summary of {} is {:?}, body says {:?}",
+                        rec.key,
+                        b.prefix(),
+                        s,
+                        b.summary()
+                    )),
+                    None => report
+                        .problems
+                        .push(format!("{}: summarises unknown block base {base}", rec.key)),
+                }
+            }
+        }
+        Ok(report)
+    }
+}
+
+/// What [`IpamStore::check_integrity`] found.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct IntegrityReport {
+    /// Pools checked.
+    pub pools: u64,
+    /// Blocks checked.
+    pub blocks: u64,
+    /// Addresses held.
+    pub held: u64,
+    /// Handles checked.
+    pub handles: u64,
+    /// Every violated invariant (empty: all good).
+    pub problems: Vec<String>,
+}
+
+impl IntegrityReport {
+    /// Whether every invariant holds.
+    pub fn ok(&self) -> bool {
+        self.problems.is_empty()
+    }
+}

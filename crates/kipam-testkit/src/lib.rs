@@ -1,0 +1,54 @@
+//! Test-only programs and helpers for kipam's crash tests; never shipped (`publish = false`).
+//!
+//! Crash tests need a real process to kill with SIGKILL. Keeping the child programs in a
+//! crate of their own keeps test-only binaries out of the crates that ship.
+//!
+//! - `kipam-crash-child` (src/bin): allocates and releases in a loop against a SQLite
+//!   store and prints each committed step, so the parent knows what must survive a kill.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+/// A tiny xorshift generator: test randomness without a dependency. The seed is printed
+/// by tests so a failure can be replayed.
+#[derive(Clone, Debug)]
+pub struct Rng(u64);
+
+impl Rng {
+    /// A generator from `seed` (0 is replaced by a fixed odd constant).
+    pub fn new(seed: u64) -> Rng {
+        Rng(if seed == 0 {
+            0x9E37_79B9_7F4A_7C15
+        } else {
+            seed
+        })
+    }
+
+    /// A seed from the clock.
+    pub fn seed_from_clock() -> u64 {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(1, |d| d.as_nanos() as u64)
+    }
+
+    /// The next number.
+    pub fn next_u64(&mut self) -> u64 {
+        let mut x = self.0;
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.0 = x;
+        x
+    }
+
+    /// A number in `lo..hi` (`hi > lo`).
+    pub fn range(&mut self, lo: u64, hi: u64) -> u64 {
+        lo + self.next_u64() % (hi - lo).max(1)
+    }
+}
+
+/// Milliseconds since the Unix epoch.
+pub fn now_millis() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
