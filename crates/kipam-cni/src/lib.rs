@@ -7,11 +7,13 @@
 //! - [`result`]: the ADD result per spec version, and `resolvConf` parsing.
 //! - [`error`]: [`CniError`] and its wire form; the plugin's error-code table.
 //! - [`backend`]: the [`Backend`] trait that holds the addresses.
+//! - [`trace`]: `KIPAM_TRACE=1` phase timings of one exec on stderr.
 //!
 //! [`run`] is the whole plugin as a function of (environment, stdin) to (stdout, exit
 //! code); `main.rs` only gathers the process's environment and stdin. The backend comes
 //! from a factory handed the parsed `ipam` config, so [`run`] can be tested against an
-//! in-memory backend while the binary wires the real one with [`open_backend`].
+//! real standalone backend over a temporary store while the binary wires the production
+//! factory [`open_backend`].
 //! Logs go to stderr only: stdout carries exactly one result or error JSON.
 
 pub mod backend;
@@ -20,6 +22,7 @@ pub mod env;
 pub mod error;
 pub mod result;
 pub mod standalone;
+pub mod trace;
 pub mod version;
 
 use std::collections::HashMap;
@@ -214,12 +217,12 @@ fn dispatch(
 }
 
 #[cfg(test)]
-mod fake;
+mod testbackend;
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fake::FakeBackend;
+    use crate::testbackend::TestBackend;
     use crate::version::{SUPPORTED, SpecVersion};
     use serde_json::{Value, json};
 
@@ -229,7 +232,7 @@ mod tests {
     }
 
     fn call(
-        fake: &FakeBackend,
+        backend: &TestBackend,
         cmd: &str,
         id: &str,
         extra_env: &[(&str, &str)],
@@ -250,7 +253,7 @@ mod tests {
         }
         let mut out = Vec::new();
         let factory =
-            |cfg: &IpamConfig| -> Result<Box<dyn Backend>, CniError> { fake.for_config(cfg) };
+            |cfg: &IpamConfig| -> Result<Box<dyn Backend>, CniError> { backend.for_config(cfg) };
         let code = run(&vars, stdin.to_string().as_bytes(), &mut out, &factory);
         let text = String::from_utf8_lossy(&out).to_string();
         let out = if text.trim().is_empty() {
@@ -275,9 +278,9 @@ mod tests {
     #[test]
     fn add_check_del_every_version() {
         for v in SUPPORTED {
-            let fake = FakeBackend::default();
+            let store = TestBackend::default();
             let add = call(
-                &fake,
+                &store,
                 "ADD",
                 "c1",
                 &[(
@@ -296,19 +299,19 @@ mod tests {
                 v < SpecVersion::V1_0_0
             );
             assert_eq!(add.out["routes"][0]["gw"], "10.99.0.1");
-            assert_eq!(fake.attrs("c1").and_then(|a| a.name), Some("p".into()));
+            assert_eq!(store.attrs("c1").and_then(|a| a.name), Some("p".into()));
             assert_eq!(
-                fake.data_dir().as_deref(),
+                store.data_dir().as_deref(),
                 Some(std::path::Path::new("/nonexistent/kipam-test"))
             );
 
             // A repeated ADD returns what the attachment holds.
-            let again = call(&fake, "ADD", "c1", &[], &config(v));
+            let again = call(&store, "ADD", "c1", &[], &config(v));
             assert_eq!(again.out["ips"], add.out["ips"]);
 
             let mut with_prev = config(v);
             with_prev["prevResult"] = add.out.clone();
-            let check = call(&fake, "CHECK", "c1", &[], &with_prev);
+            let check = call(&store, "CHECK", "c1", &[], &with_prev);
             if v >= SpecVersion::V0_4_0 {
                 assert_eq!((check.code, &check.out), (0, &Value::Null), "{v:?}");
             } else {
@@ -317,12 +320,12 @@ mod tests {
                 assert_eq!(check.out["msg"], "config version does not allow CHECK");
             }
             for _ in 0..2 {
-                let del = call(&fake, "DEL", "c1", &[("CNI_NETNS", "")], &with_prev);
+                let del = call(&store, "DEL", "c1", &[("CNI_NETNS", "")], &with_prev);
                 assert_eq!((del.code, &del.out), (0, &Value::Null));
             }
-            assert_eq!(fake.held(), 0);
+            assert_eq!(store.held(), 0);
             if v >= SpecVersion::V0_4_0 {
-                let check = call(&fake, "CHECK", "c1", &[], &with_prev);
+                let check = call(&store, "CHECK", "c1", &[], &with_prev);
                 assert_eq!(check.out["code"], 104, "{v:?}");
             }
         }
@@ -330,30 +333,30 @@ mod tests {
 
     #[test]
     fn exhaustion_fails_whole_add() {
-        let fake = FakeBackend::default();
+        let store = TestBackend::default();
         let c = config(SpecVersion::V1_0_0);
         for id in ["a", "b", "c"] {
-            assert_eq!(call(&fake, "ADD", id, &[], &c).code, 0);
+            assert_eq!(call(&store, "ADD", id, &[], &c).code, 0);
         }
-        let held = fake.held();
-        let d = call(&fake, "ADD", "d", &[], &c);
+        let held = store.held();
+        let d = call(&store, "ADD", "d", &[], &c);
         assert_eq!(d.code, 1);
         assert_eq!(d.out["code"], 100);
         assert_eq!(d.out["cniVersion"], "1.0.0");
-        assert_eq!(fake.held(), held, "nothing allocated by the failed ADD");
+        assert_eq!(store.held(), held, "nothing allocated by the failed ADD");
     }
 
     #[test]
     fn static_requests_reach_the_backend() {
-        let fake = FakeBackend::default();
+        let store = TestBackend::default();
         let mut c = config(SpecVersion::V1_1_0);
         c["runtimeConfig"] = json!({"ips": ["fd00:10:99::42/64"]});
-        let add = call(&fake, "ADD", "s", &[("CNI_ARGS", "IP=10.99.0.11")], &c);
+        let add = call(&store, "ADD", "s", &[("CNI_ARGS", "IP=10.99.0.11")], &c);
         assert_eq!(add.code, 0, "{}", add.out);
         assert_eq!(add.out["ips"][0]["address"], "10.99.0.11/24");
         assert_eq!(add.out["ips"][1]["address"], "fd00:10:99::42/64");
         let taken = call(
-            &fake,
+            &store,
             "ADD",
             "t",
             &[("CNI_ARGS", "IP=10.99.0.11")],
@@ -361,53 +364,53 @@ mod tests {
         );
         assert_eq!(taken.out["code"], 101);
         let outside = call(
-            &fake,
+            &store,
             "ADD",
             "u",
             &[("CNI_ARGS", "IP=10.99.0.200")],
             &config(SpecVersion::V1_1_0),
         );
         assert_eq!(outside.out["code"], 103);
-        assert!(!fake.holds("u"));
+        assert!(!store.holds("u"));
     }
 
     #[test]
     fn gc_and_status() {
-        let fake = FakeBackend::default();
+        let store = TestBackend::default();
         let c = config(SpecVersion::V1_1_0);
         for id in ["a", "b", "c"] {
-            assert_eq!(call(&fake, "ADD", id, &[], &c).code, 0);
+            assert_eq!(call(&store, "ADD", id, &[], &c).code, 0);
         }
-        let status = call(&fake, "STATUS", "", &[], &c);
+        let status = call(&store, "STATUS", "", &[], &c);
         assert_eq!(status.code, 1);
         assert_eq!(status.out["code"], 50, "range of 3 is full: {}", status.out);
         let mut gc = c.clone();
         gc["cni.dev/valid-attachments"] = json!([{"containerID": "b", "ifname": "eth0"}]);
-        let out = call(&fake, "GC", "", &[], &gc);
+        let out = call(&store, "GC", "", &[], &gc);
         assert_eq!((out.code, &out.out), (0, &Value::Null));
-        assert!(fake.holds("b") && !fake.holds("a") && !fake.holds("c"));
-        let status = call(&fake, "STATUS", "", &[], &c);
+        assert!(store.holds("b") && !store.holds("a") && !store.holds("c"));
+        let status = call(&store, "STATUS", "", &[], &c);
         assert_eq!((status.code, &status.out), (0, &Value::Null));
         // GC without any list is refused rather than releasing everything.
-        assert_eq!(call(&fake, "GC", "", &[], &c).out["code"], 7);
+        assert_eq!(call(&store, "GC", "", &[], &c).out["code"], 7);
         for v in [SpecVersion::V0_4_0, SpecVersion::V1_0_0] {
             let mut old = gc.clone();
             old["cniVersion"] = json!(v.as_str());
             assert_eq!(
-                call(&fake, "GC", "", &[], &old).out["msg"],
+                call(&store, "GC", "", &[], &old).out["msg"],
                 "config version does not allow GC"
             );
-            assert_eq!(call(&fake, "STATUS", "", &[], &old).out["code"], 1);
+            assert_eq!(call(&store, "STATUS", "", &[], &old).out["code"], 1);
         }
-        assert!(fake.holds("b"));
+        assert!(store.holds("b"));
     }
 
     #[test]
     fn errors_are_json_with_version_echoed() {
-        let fake = FakeBackend::default();
+        let store = TestBackend::default();
         let mut bad = config(SpecVersion::V0_4_0);
         bad["ipam"]["ranges"][0][0]["subnet"] = json!("10.99.0.0/99");
-        let out = call(&fake, "ADD", "x", &[], &bad);
+        let out = call(&store, "ADD", "x", &[], &bad);
         assert_eq!(out.code, 1);
         assert_eq!(out.out["cniVersion"], "0.4.0");
         assert_eq!(out.out["code"], 7);
@@ -419,13 +422,13 @@ mod tests {
 
         let mut newer = config(SpecVersion::V1_0_0);
         newer["cniVersion"] = json!("9.0.0");
-        let out = call(&fake, "ADD", "x", &[], &newer);
+        let out = call(&store, "ADD", "x", &[], &newer);
         assert_eq!(
             (out.out["code"].as_u64(), out.out["cniVersion"].as_str()),
             (Some(1), Some("9.0.0"))
         );
 
-        let out = call(&fake, "ADD", "bad id", &[], &config(SpecVersion::V1_0_0));
+        let out = call(&store, "ADD", "bad id", &[], &config(SpecVersion::V1_0_0));
         assert_eq!(out.out["code"], 4);
         assert!(
             out.out["msg"]
@@ -433,7 +436,7 @@ mod tests {
                 .is_some_and(|m| m.contains("CNI_CONTAINERID"))
         );
         let out = call(
-            &fake,
+            &store,
             "ADD",
             "x",
             &[("CNI_ARGS", "FOO=bar")],
@@ -447,29 +450,28 @@ mod tests {
         vars.insert("CNI_NETNS".to_string(), "/n".to_string());
         vars.insert("CNI_IFNAME".to_string(), "eth0".to_string());
         let mut out = Vec::new();
-        let factory = |cfg: &IpamConfig| fake.for_config(cfg);
+        let factory = |cfg: &IpamConfig| store.for_config(cfg);
         assert_eq!(run(&vars, b"{not json", &mut out, &factory), 1);
         let v: Value = serde_json::from_slice(&out).expect("error JSON");
         assert_eq!(v["code"], 6);
-        assert!(fake.held() == 0);
         assert_eq!(
-            fake.opened(),
-            0,
+            store.data_dir(),
+            None,
             "no backend is opened for a refused request"
         );
     }
 
     #[test]
     fn version_verb_and_bare_invocation() {
-        let fake = FakeBackend::default();
-        let out = call(&fake, "VERSION", "", &[], &json!({"cniVersion": "1.0.0"}));
+        let store = TestBackend::default();
+        let out = call(&store, "VERSION", "", &[], &json!({"cniVersion": "1.0.0"}));
         assert_eq!(out.out["cniVersion"], "1.0.0");
         assert_eq!(
             out.out["supportedVersions"],
             json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
         );
         let mut stdout = Vec::new();
-        let factory = |cfg: &IpamConfig| fake.for_config(cfg);
+        let factory = |cfg: &IpamConfig| store.for_config(cfg);
         assert_eq!(run(&HashMap::new(), b"", &mut stdout, &factory), 0);
         assert!(stdout.is_empty());
         let mut stdin: &[u8] = b"";
@@ -484,7 +486,7 @@ mod tests {
 
     #[test]
     fn huge_stdin_is_refused_cleanly() {
-        let fake = FakeBackend::default();
+        let store = TestBackend::default();
         let vars: HashMap<String, String> = [
             ("CNI_COMMAND", "ADD"),
             ("CNI_CONTAINERID", "x"),
@@ -497,7 +499,7 @@ mod tests {
         let big = vec![b'x'; 3 << 20];
         let mut stdin: &[u8] = &big;
         let mut out = Vec::new();
-        let factory = |cfg: &IpamConfig| fake.for_config(cfg);
+        let factory = |cfg: &IpamConfig| store.for_config(cfg);
         assert_eq!(run_process(&vars, &mut stdin, false, &mut out, &factory), 1);
         let v: Value = serde_json::from_slice(&out).expect("error JSON");
         assert_eq!(v["code"], 6);

@@ -7,6 +7,7 @@ use std::io::IsTerminal;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    kipam_cni::trace::mark("main");
     // Non-UTF-8 values are passed on lossily; validation then refuses them by name.
     let vars: HashMap<String, String> = std::env::vars_os()
         .filter_map(|(k, v)| Some((k.into_string().ok()?, v.to_string_lossy().into_owned())))
@@ -21,6 +22,7 @@ fn main() -> ExitCode {
         &mut stdout,
         &kipam_cni::open_backend,
     );
+    kipam_cni::trace::mark("exit");
     if code == 0 {
         ExitCode::SUCCESS
     } else {

@@ -50,6 +50,7 @@ pub fn open(cfg: &IpamConfig) -> Result<Box<dyn Backend>, CniError> {
         busy_timeout: BUSY_TIMEOUT,
     };
     let store = SqliteStore::open(&cfg.data_dir, &opts).map_err(|e| store_error(&e))?;
+    crate::trace::mark("store opened");
     Ok(Box::new(Standalone {
         ipam: IpamStore::new(store),
         network: cfg.network.clone(),
@@ -195,16 +196,6 @@ fn uncovered(subnet: IpNet, ranges: &[&Range]) -> Vec<AddrRange> {
 }
 
 impl Standalone {
-    fn ensure_pools(&self, range_sets: &[Vec<Range>]) -> Result<(), CniError> {
-        let t = now();
-        for c in pools_for(&self.network, range_sets, self.reuse_delay_seconds) {
-            self.ipam
-                .ensure_pool(&c, t)
-                .map_err(|e| ipam_error(&e, None))?;
-        }
-        Ok(())
-    }
-
     fn assigned(req: &AddRequest, handle: &Handle) -> Vec<Assigned> {
         handle
             .addrs
@@ -230,12 +221,6 @@ impl Standalone {
 impl Backend for Standalone {
     fn add(&self, req: &AddRequest) -> Result<Vec<Assigned>, CniError> {
         let key = handle_key(&req.attachment);
-        if let Some(h) = self.ipam.handle(&key).map_err(|e| ipam_error(&e, None))?
-            && !h.addrs.is_empty()
-        {
-            return Ok(Self::assigned(req, &h));
-        }
-        self.ensure_pools(&req.range_sets)?;
         let statics = assign_static(&req.range_sets, &req.static_ips)?;
         let wants = req
             .range_sets
@@ -277,10 +262,15 @@ impl Backend for Standalone {
             attrs,
             wants,
         };
+        // One transaction: the pools are checked (created or updated only when the config
+        // changed) and the handle is allocated, or handed back what it already holds (a
+        // repeated ADD).
+        let pools = pools_for(&self.network, &req.range_sets, self.reuse_delay_seconds);
         let got = self
             .ipam
-            .allocate(&alloc, now())
+            .ensure_pools_and_allocate(&pools, &alloc, now())
             .map_err(|e| ipam_error(&e, Some(req)))?;
+        crate::trace::mark("allocated (one transaction, committed)");
         let handle = Handle {
             key: alloc.handle,
             node: alloc.node,
@@ -292,10 +282,13 @@ impl Backend for Standalone {
     }
 
     fn del(&self, attachment: &Attachment) -> Result<(), CniError> {
-        self.ipam
+        let released = self
+            .ipam
             .release(&handle_key(attachment), now())
             .map(|_| ())
-            .map_err(|e| ipam_error(&e, None))
+            .map_err(|e| ipam_error(&e, None));
+        crate::trace::mark("released");
+        released
     }
 
     fn check(&self, attachment: &Attachment, expected: &[IpAddr]) -> Result<(), CniError> {

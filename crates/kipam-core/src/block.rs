@@ -78,6 +78,8 @@ pub struct Block {
     held: u32,
     reserved_count: u32,
     empty_since: Option<Millis>,
+    /// Listed in the pool's dirty set already (see `Pool::take_dirty`).
+    pub(crate) dirty: bool,
 }
 
 fn bit(bits: &[u64], i: u32) -> bool {
@@ -115,6 +117,7 @@ impl Block {
             held: 0,
             reserved_count: 0,
             empty_since: Some(now),
+            dirty: false,
         };
         // Bits past the end of a block smaller than a word stay busy forever.
         if size < 64 {
@@ -350,7 +353,11 @@ impl Block {
         self.held -= 1;
         match was_quarantined {
             Some(until) => {
-                self.quarantine.push_front((offset, until));
+                // Back where it was in expiry order: the front for the oldest entry taken
+                // as a last resort; in the middle for one taken by a static request (the
+                // queue must stay sorted by expiry for `expire` and the summary).
+                let at = self.quarantine.partition_point(|&(_, t)| t < until);
+                self.quarantine.insert(at, (offset, until));
                 set(&mut self.quar, offset, true);
             }
             None => set(&mut self.busy, offset, false),

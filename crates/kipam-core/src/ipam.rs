@@ -7,9 +7,12 @@
 //! several addresses (dual-stack) are all-or-nothing: every step is recorded and undone if
 //! a later step fails.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::borrow::Cow;
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use foldhash::{HashMap, HashSet};
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -117,15 +120,23 @@ pub struct Dirty {
 #[derive(Clone, Debug, Default)]
 pub struct Ipam {
     pools: BTreeMap<String, Pool>,
-    ids: HashMap<String, HandleId>,
-    keys: Vec<Option<String>>,
+    /// Interned handle keys. The key is allocated once and shared by `ids`, `keys` and
+    /// `dirty_handles`; ids are dense, so per-id data lives in vectors at `id - 1`.
+    ids: HashMap<Arc<str>, HandleId>,
+    keys: Vec<Option<Arc<str>>>,
     free_ids: Vec<HandleId>,
-    handles: HashMap<HandleId, Handle>,
+    /// Loaded handle records, at `id - 1`.
+    handles: Vec<Option<Handle>>,
+    /// Whether the key at `id - 1` is in `dirty_handles` already: spares a hash lookup
+    /// (and a string comparison, often a cache miss) on every later change.
+    dirty_ids: Vec<bool>,
     externals: BTreeMap<String, ScopeNetwork>,
     reservations: BTreeMap<String, ScopeNetwork>,
     dirty_configs: BTreeSet<String>,
-    dirty_handles: BTreeSet<String>,
+    dirty_handles: HashSet<Arc<str>>,
     dirty_scope: bool,
+    /// The undo log of the running request, kept to reuse its allocation.
+    undo: Vec<Undo>,
 }
 
 impl Ipam {
@@ -141,17 +152,25 @@ impl Ipam {
         if let Some(&id) = self.ids.get(key) {
             return id;
         }
+        self.intern_new(key)
+    }
+
+    /// Interns a key known not to be interned.
+    fn intern_new(&mut self, key: &str) -> HandleId {
+        let key: Arc<str> = Arc::from(key);
         let id = match self.free_ids.pop() {
             Some(id) => {
-                self.keys[id as usize - 1] = Some(key.to_string());
+                self.keys[id as usize - 1] = Some(Arc::clone(&key));
                 id
             }
             None => {
-                self.keys.push(Some(key.to_string()));
+                self.keys.push(Some(Arc::clone(&key)));
+                self.handles.push(None);
+                self.dirty_ids.push(false);
                 self.keys.len() as HandleId
             }
         };
-        self.ids.insert(key.to_string(), id);
+        self.ids.insert(key, id);
         id
     }
 
@@ -163,28 +182,47 @@ impl Ipam {
             .unwrap_or("<unknown>")
     }
 
-    fn forget(&mut self, key: &str) {
-        if let Some(id) = self.ids.remove(key) {
-            self.handles.remove(&id);
-            self.keys[id as usize - 1] = None;
-            self.free_ids.push(id);
+    /// Drops an interned id and its handle record (returned).
+    fn forget_id(&mut self, id: HandleId) -> Option<Handle> {
+        let i = id as usize - 1;
+        let key = self.keys.get_mut(i)?.take()?;
+        self.ids.remove(&key);
+        // The key stays in `dirty_handles` (its removal is a change); a new key that gets
+        // this id must be recorded afresh.
+        self.dirty_ids[i] = false;
+        self.free_ids.push(id);
+        self.handles[i].take()
+    }
+
+    /// Notes that the handle `id` changed (the store layer writes or deletes its record).
+    fn mark_dirty(&mut self, id: HandleId) {
+        let i = id as usize - 1;
+        if let Some(Some(key)) = self.keys.get(i)
+            && !self.dirty_ids[i]
+        {
+            self.dirty_ids[i] = true;
+            self.dirty_handles.insert(Arc::clone(key));
         }
+    }
+
+    fn handle_by_id(&self, id: HandleId) -> Option<&Handle> {
+        self.handles.get(id as usize - 1)?.as_ref()
     }
 
     /// Installs a handle record read from the store.
     pub fn load_handle(&mut self, handle: Handle) {
         let id = self.intern(&handle.key);
-        self.handles.insert(id, handle);
+        self.handles[id as usize - 1] = Some(handle);
     }
 
     /// A loaded handle.
     pub fn handle(&self, key: &str) -> Option<&Handle> {
-        self.ids.get(key).and_then(|id| self.handles.get(id))
+        self.ids.get(key).and_then(|&id| self.handle_by_id(id))
     }
 
     /// Loaded handles.
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
-        self.handles.values()
+        self.handles.iter().flatten()
     }
 
     // ----- pools -----
@@ -290,20 +328,24 @@ impl Ipam {
         }
         // The store layer deletes every record of a pool whose config is dirty and gone.
         self.pools.remove(name);
-        let touched: Vec<(HandleId, Handle)> = self
+        let touched: Vec<HandleId> = self
             .handles
             .iter()
-            .filter(|(_, h)| h.addrs.iter().any(|a| a.pool == name))
-            .map(|(id, h)| (*id, h.clone()))
+            .enumerate()
+            .filter(|(_, h)| {
+                h.as_ref()
+                    .is_some_and(|h| h.addrs.iter().any(|a| a.pool == name))
+            })
+            .map(|(i, _)| (i + 1) as HandleId)
             .collect();
-        for (id, mut h) in touched {
+        for id in touched {
+            self.mark_dirty(id);
+            let Some(h) = self.handles[id as usize - 1].as_mut() else {
+                continue;
+            };
             h.addrs.retain(|a| a.pool != name);
-            self.dirty_handles.insert(h.key.clone());
             if h.addrs.is_empty() {
-                let key = h.key.clone();
-                self.forget(&key);
-            } else {
-                self.handles.insert(id, h);
+                self.forget_id(id);
             }
         }
         self.dirty_configs.insert(name.to_string());
@@ -312,7 +354,7 @@ impl Ipam {
 
     // ----- allocation -----
 
-    fn resolve(&self, source: &Source) -> Result<Vec<String>> {
+    fn resolve<'a>(&self, source: &'a Source) -> Result<Cow<'a, [String]>> {
         match source {
             Source::Pools(names) => {
                 for n in names {
@@ -326,7 +368,7 @@ impl Ipam {
                         reason: "name at least one pool".into(),
                     });
                 }
-                Ok(names.clone())
+                Ok(Cow::Borrowed(names))
             }
             Source::Family { family, purpose } => {
                 let names: Vec<String> = self
@@ -344,7 +386,7 @@ impl Ipam {
                         purpose: *purpose,
                     });
                 }
-                Ok(names)
+                Ok(Cow::Owned(names))
             }
         }
     }
@@ -357,7 +399,8 @@ impl Ipam {
     pub fn allocate(&mut self, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>> {
         validate_name("handle", &req.handle)?;
         validate_name("node", &req.node)?;
-        if let Some(h) = self.handle(&req.handle)
+        let known = self.ids.get(req.handle.as_str()).copied();
+        if let Some(h) = known.and_then(|id| self.handle_by_id(id))
             && !h.addrs.is_empty()
         {
             return Ok(h.addrs.clone());
@@ -368,27 +411,39 @@ impl Ipam {
                 reason: "ask for at least one address".into(),
             });
         }
-        let plans: Vec<Vec<String>> = req
-            .wants
-            .iter()
-            .map(|w| self.resolve(&w.source))
-            .collect::<Result<_>>()?;
-        let known = self.ids.contains_key(&req.handle);
-        let id = self.intern(&req.handle);
-        let mut undo = Vec::new();
+        // Sources are resolved as each want is served; an error there (a missing pool)
+        // rolls back what earlier wants took, like any other failure.
+        let id = match known {
+            Some(id) => id,
+            None => self.intern_new(&req.handle),
+        };
+        let mut undo = std::mem::take(&mut self.undo);
+        undo.clear();
         let mut got = Vec::with_capacity(req.wants.len());
-        for (want, pools) in req.wants.iter().zip(&plans) {
-            match self.allocate_one(want, pools, id, &req.node, now, &mut undo) {
+        let mut failed = None;
+        for want in &req.wants {
+            let step = self
+                .resolve(&want.source)
+                .and_then(|pools| self.allocate_one(want, &pools, id, &req.node, now, &mut undo));
+            match step {
                 Ok(a) => got.push(a),
                 Err(e) => {
-                    self.rollback(&undo);
-                    if !known {
-                        self.forget(&req.handle);
-                    }
-                    return Err(e);
+                    failed = Some(e);
+                    break;
                 }
             }
         }
+        if let Some(e) = failed {
+            self.rollback(&undo);
+            undo.clear();
+            self.undo = undo;
+            if known.is_none() {
+                self.forget_id(id);
+            }
+            return Err(e);
+        }
+        undo.clear();
+        self.undo = undo;
         let handle = Handle {
             key: req.handle.clone(),
             node: req.node.clone(),
@@ -396,8 +451,8 @@ impl Ipam {
             addrs: got.clone(),
             created: now,
         };
-        self.handles.insert(id, handle);
-        self.dirty_handles.insert(req.handle.clone());
+        self.handles[id as usize - 1] = Some(handle);
+        self.mark_dirty(id);
         Ok(got)
     }
 
@@ -422,11 +477,13 @@ impl Ipam {
                     pool: pools.join(","),
                 });
             };
-            let keys = self.keys.clone();
-            let holder = move |h: HandleId| {
+            let keys = &self.keys;
+            let holder = |h: HandleId| {
                 h.checked_sub(1)
-                    .and_then(|i| keys.get(i as usize).cloned().flatten())
-                    .unwrap_or_else(|| "<unknown>".into())
+                    .and_then(|i| keys.get(i as usize))
+                    .and_then(|k| k.as_deref())
+                    .unwrap_or("<unknown>")
+                    .to_string()
             };
             let pool = self
                 .pools
@@ -481,7 +538,7 @@ impl Ipam {
             let pool = match step {
                 Undo::Took { pool, .. } | Undo::Claimed { pool, .. } => pool,
             };
-            if let Some(p) = self.pools.get_mut(pool) {
+            if let Some(p) = self.pools.get_mut(&**pool) {
                 p.undo(step);
             }
         }
@@ -490,35 +547,36 @@ impl Ipam {
     /// Releases everything `key` holds; returns what it held (empty for an unknown handle:
     /// release is idempotent). The store layer must load the handle and its blocks.
     pub fn release_handle(&mut self, key: &str, now: Millis) -> Result<Vec<HeldAddr>> {
-        let Some(h) = self.handle(key).cloned() else {
+        let Some(&id) = self.ids.get(key) else {
             return Ok(Vec::new());
         };
-        // Check everything is loaded before changing anything.
-        for a in &h.addrs {
-            if let Some(p) = self.pools.get(&a.pool) {
-                let block = p.block_of(a.addr);
-                if p.block_claims().any(|(b, _)| b == block) && !p.block_loaded(block.base) {
-                    return Err(Error::NeedLoad(Need::Block {
-                        pool: a.pool.clone(),
-                        block,
-                    }));
+        let Some(Some(h)) = self.handles.get(id as usize - 1) else {
+            return Ok(Vec::new());
+        };
+        // Check everything is loaded before changing anything. (A single address needs no
+        // separate check: releasing it fails before it changes anything.)
+        if h.addrs.len() > 1 {
+            for a in &h.addrs {
+                if let Some(p) = self.pools.get(&a.pool) {
+                    let block = p.block_of(a.addr);
+                    if !p.block_loaded(block.base) && p.block_claimed(block.base) {
+                        return Err(Error::NeedLoad(Need::Block {
+                            pool: a.pool.clone(),
+                            block,
+                        }));
+                    }
                 }
             }
         }
-        let id = self.intern(key);
         for a in &h.addrs {
             if let Some(p) = self.pools.get_mut(&a.pool) {
-                let block = p.block_of(a.addr);
-                if p.block(block.base).is_some_and(|b| {
-                    b.state(offset(block, a.addr)) == crate::block::AddrState::Held(id)
-                }) {
-                    p.release(a.addr, now)?;
-                }
+                // Only what this handle holds goes (an address released by address and
+                // held by another handle since is left alone).
+                p.release_if(a.addr, Some(id), now)?;
             }
         }
-        self.forget(key);
-        self.dirty_handles.insert(key.to_string());
-        Ok(h.addrs)
+        self.mark_dirty(id);
+        Ok(self.forget_id(id).map(|h| h.addrs).unwrap_or_default())
     }
 
     /// Releases one address, whoever holds it; returns the holder's key. The store layer
@@ -533,39 +591,38 @@ impl Ipam {
             .pools
             .get(pool)
             .ok_or_else(|| Error::PoolNotFound { pool: pool.into() })?;
+        let v = crate::prefix::addr_to_u128(addr);
+        if Family::of(addr) != p.prefix().family || !p.prefix().contains_value(v) {
+            return Ok(None);
+        }
         let block = p.block_of(addr);
         let holder = match p.block(block.base) {
-            Some(b) if block.contains_value(crate::prefix::addr_to_u128(addr)) => {
-                match b.state(offset(block, addr)) {
-                    crate::block::AddrState::Held(id) => Some(self.key_of(id).to_string()),
-                    _ => None,
-                }
-            }
-            None if p.block_claims().any(|(b, _)| b == block) => {
+            Some(b) => match b.state(offset(block, addr)) {
+                crate::block::AddrState::Held(id) => id,
+                _ => return Ok(None),
+            },
+            None if p.block_claimed(block.base) => {
                 return Err(Error::NeedLoad(Need::Block {
                     pool: pool.into(),
                     block,
                 }));
             }
-            _ => None,
+            None => return Ok(None),
         };
-        let Some(key) = holder else {
-            return Ok(None);
-        };
-        if self.handle(&key).is_none() {
+        let key = self.key_of(holder).to_string();
+        if self.handle_by_id(holder).is_none() {
             return Err(Error::NeedLoad(Need::Handle { key }));
         }
         if let Some(p) = self.pools.get_mut(pool) {
-            p.release(addr, now)?;
+            p.release_if(addr, Some(holder), now)?;
         }
-        let id = self.intern(&key);
-        if let Some(h) = self.handles.get_mut(&id) {
+        self.mark_dirty(holder);
+        if let Some(h) = self.handles[holder as usize - 1].as_mut() {
             h.addrs.retain(|a| !(a.pool == pool && a.addr == addr));
             if h.addrs.is_empty() {
-                self.forget(&key);
+                self.forget_id(holder);
             }
         }
-        self.dirty_handles.insert(key.clone());
         Ok(Some(key))
     }
 
@@ -772,9 +829,23 @@ impl Ipam {
         Dirty {
             pool_configs: std::mem::take(&mut self.dirty_configs),
             pools,
-            handles: std::mem::take(&mut self.dirty_handles),
+            handles: self.take_dirty_handles(),
             scope_networks: std::mem::take(&mut self.dirty_scope),
         }
+    }
+
+    fn take_dirty_handles(&mut self) -> BTreeSet<String> {
+        // Taken, not drained: a drained set keeps its capacity, and a set that once held
+        // a million keys would make every later insert a cache miss.
+        let keys = std::mem::take(&mut self.dirty_handles);
+        keys.into_iter()
+            .map(|k| {
+                if let Some(&id) = self.ids.get(&k) {
+                    self.dirty_ids[id as usize - 1] = false;
+                }
+                k.to_string()
+            })
+            .collect()
     }
 
     /// Checks every invariant over the loaded state: pools tile correctly, every block's
@@ -809,7 +880,7 @@ impl Ipam {
                 }
             }
         }
-        for h in self.handles.values() {
+        for h in self.handles() {
             for a in &h.addrs {
                 let Some(p) = self.pools.get(&a.pool) else {
                     return Err(format!(

@@ -15,13 +15,18 @@
 //!   borrowing, quarantine as a last resort).
 //! - [`ipam`]: the engine: handles, all-or-nothing requests, leases, scope networks.
 //! - [`overlap`]: overlap detection per scope.
+//! - [`planner`]: sizes and places cluster, node, service and LoadBalancer ranges for
+//!   growth, clear of everything to avoid (carved with the buddy allocator).
+//! - [`forecast`]: time to exhaustion from usage samples, and the at-risk threshold.
 //! - [`error`]: the typed errors.
 
 pub mod block;
 pub mod buddy;
 pub mod error;
+pub mod forecast;
 pub mod ipam;
 pub mod overlap;
+pub mod planner;
 pub mod pool;
 pub mod prefix;
 

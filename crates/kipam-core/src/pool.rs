@@ -12,9 +12,11 @@
 //! [`Error::NeedLoad`] before changing anything, and the store layer loads it and asks again.
 //! A fully loaded pool (kipamd, tests, benches) never returns it.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
+use foldhash::HashMap;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
@@ -236,18 +238,77 @@ pub struct PoolDirty {
     pub nodes: BTreeSet<String>,
 }
 
+/// One node's blocks: their summaries, indexed so that picking a block to allocate from
+/// costs O(log blocks) whatever the fill: blocks with a free address by address, blocks
+/// with quarantined addresses by when their last quarantine ends.
 #[derive(Clone, Debug, Default)]
 struct NodeBlocks {
     summaries: BTreeMap<u128, BlockSummary>,
-    /// Blocks with anything free or quarantined.
-    open: BTreeSet<u128>,
+    /// Blocks with a free address.
+    free: BTreeSet<u128>,
+    /// Blocks with quarantined addresses: `(quarantine_until, base)`.
+    quarantine: BTreeSet<(Millis, u128)>,
+    /// Listed in `PoolDirty::nodes` already (spares a string search per operation).
+    dirty: bool,
+}
+
+impl NodeBlocks {
+    /// Records `s` as the summary of `base` (`None`: the block is gone), keeping the
+    /// indexes in step.
+    fn set(&mut self, base: u128, s: Option<BlockSummary>) {
+        let old = match s {
+            Some(s) => self.summaries.insert(base, s),
+            None => self.summaries.remove(&base),
+        };
+        let key = |s: &BlockSummary| {
+            (
+                s.free > 0,
+                (s.quarantined > 0).then_some(s.quarantine_until),
+            )
+        };
+        if old.as_ref().map(key) == s.as_ref().map(key) {
+            return;
+        }
+        if let Some(o) = old {
+            if o.free > 0 {
+                self.free.remove(&base);
+            }
+            if o.quarantined > 0 {
+                self.quarantine.remove(&(o.quarantine_until, base));
+            }
+        }
+        if let Some(n) = s {
+            if n.free > 0 {
+                self.free.insert(base);
+            }
+            if n.quarantined > 0 {
+                self.quarantine.insert((n.quarantine_until, base));
+            }
+        }
+    }
+
+    /// A block to try, not in `skip`: for a fresh address, one with a free address (lowest
+    /// first), else one whose quarantine is over at `now`; for the last resort
+    /// (`quarantined`), the one whose quarantine ends first.
+    fn pick(&self, now: Millis, quarantined: bool, skip: &[u128]) -> Option<u128> {
+        let fresh = |b: &u128| !skip.contains(b);
+        if quarantined {
+            return self.quarantine.iter().map(|&(_, b)| b).find(fresh);
+        }
+        self.free.iter().copied().find(fresh).or_else(|| {
+            self.quarantine
+                .range(..=(now, u128::MAX))
+                .map(|&(_, b)| b)
+                .find(fresh)
+        })
+    }
 }
 
 /// One step of an operation, recorded so a multi-address request can be rolled back.
 #[derive(Clone, Debug)]
 pub(crate) enum Undo {
     Took {
-        pool: String,
+        pool: Arc<str>,
         block: u128,
         offset: u32,
         cursor: u32,
@@ -255,7 +316,7 @@ pub(crate) enum Undo {
         empty_since: Option<Millis>,
     },
     Claimed {
-        pool: String,
+        pool: Arc<str>,
         block: u128,
     },
 }
@@ -264,6 +325,8 @@ pub(crate) enum Undo {
 #[derive(Clone, Debug)]
 pub struct Pool {
     config: PoolConfig,
+    /// The name, shared with undo records (cheaper to clone than the `String`).
+    name: Arc<str>,
     prefix: Prefix,
     block_len: u8,
     /// Merged, sorted ranges of addresses never handed out (network, broadcast, gateway,
@@ -308,6 +371,31 @@ fn fit(ranges: &[(u128, u128)], p: Prefix) -> Fit {
     }
 }
 
+/// Records a block's current summary in its node's index and marks both dirty. A free
+/// function over the pool's fields, so callers can hold the block borrowed meanwhile.
+fn note_summary(
+    nodes: &mut HashMap<String, NodeBlocks>,
+    dirty: &mut PoolDirty,
+    base: u128,
+    block: &mut Block,
+) {
+    let s = block.summary();
+    let node = block.node();
+    let entry = match nodes.get_mut(node) {
+        Some(e) => e,
+        None => nodes.entry(node.to_string()).or_default(),
+    };
+    entry.set(base, Some(s));
+    if !entry.dirty {
+        entry.dirty = true;
+        dirty.nodes.insert(node.to_string());
+    }
+    if !block.dirty {
+        block.dirty = true;
+        dirty.blocks.insert(base);
+    }
+}
+
 impl Pool {
     /// A new, empty pool. The config is validated.
     pub fn new(config: PoolConfig) -> Result<Pool> {
@@ -322,10 +410,11 @@ impl Pool {
             alloc: PrefixAllocator::new(prefix),
             block_nodes: BTreeMap::new(),
             leases: BTreeMap::new(),
-            nodes: HashMap::new(),
+            nodes: HashMap::default(),
             all_nodes: false,
-            bodies: HashMap::new(),
+            bodies: HashMap::default(),
             dirty: PoolDirty::default(),
+            name: Arc::from(config.name.as_str()),
             config,
         };
         pool.recompute_exclusions();
@@ -470,10 +559,7 @@ impl Pool {
             if self.bodies.contains_key(&base) {
                 continue;
             }
-            if s.has_any() {
-                entry.open.insert(base);
-            }
-            entry.summaries.insert(base, s);
+            entry.set(base, Some(s));
         }
     }
 
@@ -517,18 +603,15 @@ impl Pool {
     }
 
     /// Installs a loaded block body; its summary is recomputed from it.
-    pub fn load_block(&mut self, block: Block) {
+    pub fn load_block(&mut self, mut block: Block) {
+        // A body may come from a clone of another engine's state: it is not in this
+        // pool's dirty set, whatever its flag says.
+        block.dirty = false;
         let base = block.prefix().base;
         let node = block.node().to_string();
         let s = block.summary();
         self.bodies.insert(base, block);
-        let entry = self.nodes.entry(node).or_default();
-        entry.summaries.insert(base, s);
-        if s.has_any() {
-            entry.open.insert(base);
-        } else {
-            entry.open.remove(&base);
-        }
+        self.nodes.entry(node).or_default().set(base, Some(s));
     }
 
     // ----- reading -----
@@ -576,7 +659,18 @@ impl Pool {
 
     /// What changed since the last call, and forget it.
     pub fn take_dirty(&mut self) -> PoolDirty {
-        std::mem::take(&mut self.dirty)
+        let dirty = std::mem::take(&mut self.dirty);
+        for base in &dirty.blocks {
+            if let Some(b) = self.bodies.get_mut(base) {
+                b.dirty = false;
+            }
+        }
+        for node in &dirty.nodes {
+            if let Some(n) = self.nodes.get_mut(node) {
+                n.dirty = false;
+            }
+        }
+        dirty
     }
 
     /// Usage counts over the loaded state (exact when everything is loaded).
@@ -626,20 +720,9 @@ impl Pool {
     // ----- allocation -----
 
     fn refresh(&mut self, base: u128) {
-        let Some(block) = self.bodies.get(&base) else {
-            return;
-        };
-        let s = block.summary();
-        let node = block.node().to_string();
-        let entry = self.nodes.entry(node.clone()).or_default();
-        entry.summaries.insert(base, s);
-        if s.has_any() {
-            entry.open.insert(base);
-        } else {
-            entry.open.remove(&base);
+        if let Some(block) = self.bodies.get_mut(&base) {
+            note_summary(&mut self.nodes, &mut self.dirty, base, block);
         }
-        self.dirty.blocks.insert(base);
-        self.dirty.nodes.insert(node);
     }
 
     fn need_block(&self, base: u128) -> Error {
@@ -661,7 +744,6 @@ impl Pool {
         quarantined: bool,
         undo: &mut Vec<Undo>,
     ) -> Result<Option<u128>> {
-        let pool = self.config.name.clone();
         let Some(block) = self.bodies.get_mut(&base) else {
             return Err(self.need_block(base));
         };
@@ -678,20 +760,20 @@ impl Pool {
                 Some(o) => (o, None),
                 None => {
                     // The summary was stale (quarantine not yet expired); keep it honest.
-                    self.refresh(base);
+                    note_summary(&mut self.nodes, &mut self.dirty, base, block);
                     return Ok(None);
                 }
             }
         };
+        note_summary(&mut self.nodes, &mut self.dirty, base, block);
         undo.push(Undo::Took {
-            pool,
+            pool: Arc::clone(&self.name),
             block: base,
             offset,
             cursor,
             quarantined: was,
             empty_since,
         });
-        self.refresh(base);
         Ok(Some(base + u128::from(offset)))
     }
 
@@ -711,28 +793,19 @@ impl Pool {
                 node: node.to_string(),
             }));
         }
-        let wanted = |s: &BlockSummary| {
-            if quarantined {
-                s.quarantined > 0
-            } else {
-                s.has_fresh(now)
-            }
-        };
-        let own: Vec<u128> = self
+        // A block is picked from the node's indexes, not from a list built per call: the
+        // cost follows the blocks touched, not the node's block count or the fill. A miss
+        // (a summary that promised more than the body has) is skipped from then on.
+        let mut tried = Vec::new();
+        while let Some(base) = self
             .nodes
             .get(node)
-            .map(|n| {
-                n.open
-                    .iter()
-                    .copied()
-                    .filter(|b| n.summaries.get(b).is_some_and(wanted))
-                    .collect()
-            })
-            .unwrap_or_default();
-        for base in own {
+            .and_then(|n| n.pick(now, quarantined, &tried))
+        {
             if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
                 return Ok(Some(v));
             }
+            tried.push(base);
         }
         if !quarantined && let Some(v) = self.claim_block(handle, node, now, undo)? {
             return Ok(Some(v));
@@ -745,23 +818,20 @@ impl Pool {
                 pool: self.config.name.clone(),
             }));
         }
-        let mut others: Vec<(&String, u128)> = Vec::new();
-        for (n, blocks) in &self.nodes {
-            if n != node {
-                others.extend(
-                    blocks
-                        .open
-                        .iter()
-                        .filter(|b| blocks.summaries.get(b).is_some_and(wanted))
-                        .map(|b| (n, *b)),
-                );
-            }
-        }
-        others.sort();
-        let bases: Vec<u128> = others.into_iter().map(|(_, b)| b).collect();
-        for base in bases {
-            if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
-                return Ok(Some(v));
+        // Borrowing: other nodes in name order, each node's blocks in address order.
+        let mut others: Vec<&String> = self.nodes.keys().filter(|n| *n != node).collect();
+        others.sort_unstable();
+        let others: Vec<String> = others.into_iter().cloned().collect();
+        for other in &others {
+            while let Some(base) = self
+                .nodes
+                .get(other)
+                .and_then(|n| n.pick(now, quarantined, &tried))
+            {
+                if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
+                    return Ok(Some(v));
+                }
+                tried.push(base);
             }
         }
         Ok(None)
@@ -800,7 +870,7 @@ impl Pool {
         self.bodies.insert(prefix.base, block);
         self.dirty.claims = true;
         undo.push(Undo::Claimed {
-            pool: self.config.name.clone(),
+            pool: Arc::clone(&self.name),
             block: prefix.base,
         });
         self.refresh(prefix.base);
@@ -842,23 +912,28 @@ impl Pool {
             return Err(self.need_block(block.base));
         };
         let offset = (v - block.base) as u32;
+        // Expire first, so that an address whose quarantine is over is taken (and undone)
+        // as free, and so that the summary refreshed below matches the body whether the
+        // take succeeds or not (expiring is a change even when the request is refused).
+        body.expire(now);
         let cursor = body.cursor();
         let empty_since = body.empty_since();
         let was = match body.state(offset) {
             AddrState::Quarantined(t) => Some(t),
             _ => None,
         };
-        match body.take_exact(offset, handle, now) {
+        let taken = body.take_exact(offset, handle, now);
+        note_summary(&mut self.nodes, &mut self.dirty, block.base, body);
+        match taken {
             Ok(()) => {
                 undo.push(Undo::Took {
-                    pool,
+                    pool: Arc::clone(&self.name),
                     block: block.base,
                     offset,
                     cursor,
                     quarantined: was,
                     empty_since,
                 });
-                self.refresh(block.base);
                 Ok(())
             }
             Err(AddrState::Held(h)) => Err(Error::AddressInUse {
@@ -904,8 +979,7 @@ impl Pool {
         self.bodies.remove(&base);
         if let Some(node) = self.block_nodes.remove(&base) {
             if let Some(n) = self.nodes.get_mut(&node) {
-                n.summaries.remove(&base);
-                n.open.remove(&base);
+                n.set(base, None);
             }
             self.dirty.nodes.insert(node);
         }
@@ -913,24 +987,43 @@ impl Pool {
         self.dirty.blocks.insert(base);
     }
 
-    /// Releases `addr`: quarantined for the reuse delay, or free at once when the delay is 0.
-    /// Returns the handle that held it (`None`: it was not held).
-    pub(crate) fn release(&mut self, addr: IpAddr, now: Millis) -> Result<Option<HandleId>> {
-        let block = self.block_of(addr);
-        if Family::of(addr) != self.prefix.family
-            || !self.prefix.contains_value(addr_to_u128(addr))
-            || !self.block_nodes.contains_key(&block.base)
+    /// Releases `addr` if `holder` holds it (any holder when `None`): quarantined for the
+    /// reuse delay, or free at once when the delay is 0. Returns the handle that held it
+    /// (`None`: it was not held, or not by `holder`).
+    pub(crate) fn release_if(
+        &mut self,
+        addr: IpAddr,
+        holder: Option<HandleId>,
+        now: Millis,
+    ) -> Result<Option<HandleId>> {
+        let v = addr_to_u128(addr);
+        if Family::of(addr) != self.prefix.family || !self.prefix.contains_value(v) {
+            return Ok(None);
+        }
+        let base = self.block_of(addr).base;
+        let Some(body) = self.bodies.get_mut(&base) else {
+            if self.block_nodes.contains_key(&base) {
+                return Err(self.need_block(base));
+            }
+            return Ok(None);
+        };
+        let offset = (v - base) as u32;
+        if let Some(h) = holder
+            && body.state(offset) != AddrState::Held(h)
         {
             return Ok(None);
         }
         let until = now.saturating_add(self.config.reuse_delay_seconds.saturating_mul(1000));
-        let Some(body) = self.bodies.get_mut(&block.base) else {
-            return Err(self.need_block(block.base));
-        };
-        let offset = (addr_to_u128(addr) - block.base) as u32;
         let released = body.release(offset, now, until);
-        self.refresh(block.base);
+        if released.is_some() {
+            note_summary(&mut self.nodes, &mut self.dirty, base, body);
+        }
         Ok(released)
+    }
+
+    /// Whether the block at `base` is claimed (loaded or not).
+    pub(crate) fn block_claimed(&self, base: u128) -> bool {
+        self.bodies.contains_key(&base) || self.block_nodes.contains_key(&base)
     }
 
     /// Gives blocks back to the pool that have held nothing for the grace period and have

@@ -885,3 +885,78 @@ fn family_and_purpose_sources() {
     );
     ipam.check().expect("consistent");
 }
+
+#[test]
+fn refused_static_request_after_quarantine_expiry_keeps_counts_consistent() {
+    // Regression: a static request used to expire the block's quarantine and then fail
+    // (address taken) without updating the block's summary, so usage and check() disagreed.
+    let mut c = config("p", "10.60.0.0/29");
+    c.block_prefix_length = Some(29);
+    c.reuse_delay_seconds = 5;
+    let mut ipam = engine(vec![c]);
+    let first = one(&mut ipam, "h1", "node-a", "p", T);
+    let second = one(&mut ipam, "h2", "node-a", "p", T);
+    ipam.release_handle("h1", T).expect("release");
+    assert_eq!(ipam.pool("p").expect("pool").usage().quarantined, 1);
+    let err = ipam
+        .allocate(
+            &req("h3", "node-a", vec![fixed("p", &second.to_string())]),
+            T + 5 * SEC,
+        )
+        .expect_err("taken");
+    assert!(matches!(err, Error::AddressInUse { .. }), "{err:?}");
+    ipam.check().expect("summary matches the body");
+    let u = ipam.pool("p").expect("pool").usage();
+    assert_eq!((u.held, u.quarantined), (1, 0), "the quarantine is over");
+    // The expired address is an ordinary free one again.
+    let got = ipam
+        .allocate(
+            &req("h4", "node-a", vec![fixed("p", &first.to_string())]),
+            T + 5 * SEC,
+        )
+        .expect("free");
+    assert_eq!(got[0].addr, first);
+    ipam.check().expect("consistent");
+}
+
+#[test]
+fn rollback_puts_a_quarantined_address_back_in_expiry_order() {
+    // Two v4 addresses in quarantine; a dual request takes the younger one statically, then
+    // fails on the full v6 pool and must put it back behind the older one (the block's
+    // quarantine queue is kept in expiry order).
+    let mut v4 = config("v4", "10.61.0.0/30");
+    v4.reuse_delay_seconds = 30;
+    let mut v6 = config("v6", "fd00:61::/127");
+    v6.block_prefix_length = Some(127);
+    let mut ipam = engine(vec![v4, v6]);
+    let a = one(&mut ipam, "a", "n", "v4", T);
+    let b = one(&mut ipam, "b", "n", "v4", T);
+    ipam.release_handle("a", T).expect("release");
+    ipam.release_handle("b", T + SEC).expect("release");
+    one(&mut ipam, "x", "n", "v6", T);
+    one(&mut ipam, "y", "n", "v6", T);
+    let before = ipam.pool("v4").expect("pool").usage();
+    let dual = req("d", "n", vec![fixed("v4", &b.to_string()), from("v6")]);
+    let err = ipam.allocate(&dual, T + 2 * SEC).expect_err("v6 is full");
+    assert!(
+        matches!(
+            err,
+            Error::PoolExhausted {
+                family: Family::Ipv6,
+                ..
+            }
+        ),
+        "{err:?}"
+    );
+    assert_eq!(ipam.pool("v4").expect("pool").usage(), before);
+    ipam.check().expect("consistent");
+    let p = ipam.pool("v4").expect("pool");
+    let block = p.block(p.block_of(a).base).expect("block");
+    let queue: Vec<Millis> = block.quarantined().map(|(_, t)| t).collect();
+    assert_eq!(queue, vec![T + 30 * SEC, T + 31 * SEC]);
+    // The older one is the next to be handed out.
+    let got = ipam
+        .allocate(&req("e", "n", vec![from("v4")]), T + 30 * SEC)
+        .expect("room");
+    assert_eq!(got[0].addr, a);
+}

@@ -472,6 +472,41 @@ impl Loader<'_> {
     }
 }
 
+/// What [`IpamStore::allocate`] loads up front: the pools named by the wants (every pool
+/// for a want by family) and the handle.
+fn allocate_scope(req: &AllocRequest) -> Scope {
+    let mut pools = Vec::new();
+    let mut by_family = false;
+    for w in &req.wants {
+        match &w.source {
+            kipam_core::Source::Pools(names) => pools.extend(names.iter().cloned()),
+            kipam_core::Source::Family { .. } => by_family = true,
+        }
+    }
+    Scope {
+        pools,
+        all_pools: by_family,
+        handles: vec![req.handle.clone()],
+        ..Scope::default()
+    }
+}
+
+/// The body of [`IpamStore::allocate`] inside its transaction.
+fn allocate_op(ipam: &mut Ipam, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>, Error> {
+    // Reclaim this node's long-empty blocks on the way (cheap: summaries only).
+    let missing = ipam
+        .pools()
+        .find(|p| !p.node_loaded(&req.node))
+        .map(|p| p.config().name.clone());
+    if let Some(pool) = missing {
+        return Err(Error::NeedLoad(Need::Node {
+            pool,
+            node: req.node.clone(),
+        }));
+    }
+    ipam.allocate(req, now)
+}
+
 fn unescape(s: &str) -> String {
     s.replace("%2F", "/").replace("%25", "%")
 }
@@ -607,34 +642,40 @@ impl<S: Store> IpamStore<S> {
 
     /// Allocates for a handle (see [`Ipam::allocate`]); loads only what it touches.
     pub fn allocate(&self, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>> {
-        let mut pools = Vec::new();
-        let mut by_family = false;
-        for w in &req.wants {
-            match &w.source {
-                kipam_core::Source::Pools(names) => pools.extend(names.iter().cloned()),
-                kipam_core::Source::Family { .. } => by_family = true,
-            }
-        }
-        let scope = Scope {
-            pools,
-            all_pools: by_family,
-            handles: vec![req.handle.clone()],
-            ..Scope::default()
-        };
-        let node = req.node.clone();
-        self.run(now, &scope, |ipam| {
-            // Reclaim this node's long-empty blocks on the way (cheap: summaries only).
-            let names: Vec<String> = ipam.pools().map(|p| p.config().name.clone()).collect();
-            for n in &names {
-                if ipam.pool(n).is_some_and(|p| !p.node_loaded(&node)) {
-                    return Err(Error::NeedLoad(Need::Node {
-                        pool: n.clone(),
-                        node: node.clone(),
-                    }));
-                }
-            }
-            ipam.allocate(req, now)
+        self.run(now, &allocate_scope(req), |ipam| {
+            allocate_op(ipam, req, now)
         })
+    }
+
+    /// [`IpamStore::ensure_pool`] for each of `pools`, then [`IpamStore::allocate`]: what
+    /// the CNI plugin does on every ADD. When every pool is already stored exactly as
+    /// given (every ADD but a network's first, or the first after a config change) this
+    /// is one transaction, not one per pool plus one; otherwise the pools are created or
+    /// updated first, as `ensure_pool` does, and the allocation follows.
+    pub fn ensure_pools_and_allocate(
+        &self,
+        pools: &[PoolConfig],
+        req: &AllocRequest,
+        now: Millis,
+    ) -> Result<Vec<HeldAddr>> {
+        let mut scope = allocate_scope(req);
+        scope.pools.extend(pools.iter().map(|c| c.name.clone()));
+        let fast = self.run(now, &scope, |ipam| {
+            if pools
+                .iter()
+                .any(|c| ipam.pool(&c.name).is_none_or(|p| p.config() != c))
+            {
+                return Ok(None);
+            }
+            allocate_op(ipam, req, now).map(Some)
+        })?;
+        if let Some(got) = fast {
+            return Ok(got);
+        }
+        for c in pools {
+            self.ensure_pool(c, now)?;
+        }
+        self.allocate(req, now)
     }
 
     /// Releases everything a handle holds; idempotent (an unknown handle releases nothing).
@@ -866,4 +907,16 @@ impl IntegrityReport {
     pub fn ok(&self) -> bool {
         self.problems.is_empty()
     }
+}
+
+/// Writes what `ipam` changed since its last [`Ipam::take_dirty`] into `txn`, with the
+/// same keys and encodings as every other operation. kipamd keeps one long-lived engine
+/// in memory and commits the changes of a whole batch of requests with this.
+pub fn write_dirty(txn: &mut dyn Txn, ipam: &mut Ipam) -> Result<()> {
+    Loader {
+        txn,
+        now: 0,
+        loaded: BTreeSet::new(),
+    }
+    .write_back(ipam)
 }

@@ -1,10 +1,14 @@
-//! Test-only programs and helpers for kipam's crash tests; never shipped (`publish = false`).
+//! Test-only and bench-only programs and helpers for kipam; never shipped (`publish = false`).
 //!
-//! Crash tests need a real process to kill with SIGKILL. Keeping the child programs in a
-//! crate of their own keeps test-only binaries out of the crates that ship.
+//! Crash tests need a real process to kill with SIGKILL, and the CNI benchmark needs a
+//! driver that execs plugins as a runtime does. Keeping these programs in a crate of their
+//! own keeps test-only binaries out of the crates that ship.
 //!
 //! - `kipam-crash-child` (src/bin): allocates and releases in a loop against a SQLite
 //!   store and prints each committed step, so the parent knows what must survive a kill.
+//! - `kipam-cni-bench` (src/bin): execs the `kipam` and `host-local` CNI plugins once per
+//!   call and prints ADD/DEL latency percentiles and their ratio (run it through
+//!   `bench/cni-vs-host-local.sh`).
 
 use std::time::{SystemTime, UNIX_EPOCH};
 

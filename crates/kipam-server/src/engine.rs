@@ -1,0 +1,969 @@
+//! The engine: kipamd's one in-memory [`Ipam`] and the writer that makes it durable.
+//!
+//! At start the whole state is loaded from the store. Every mutation goes through one
+//! writer thread: it takes a request, then drains whatever else is queued (up to
+//! [`EngineOptions::batch_max`]), applies them one by one to the in-memory engine, and
+//! writes everything they changed — records and history events — in **one** store
+//! transaction (group commit). Only after that commit is durable does any request of the
+//! batch get its answer. If the commit fails, the in-memory state is reloaded from the
+//! store (which still holds the state before the batch) and every request of the batch
+//! gets the store's error: nothing is half-written and nothing is answered that is not on
+//! disk.
+//!
+//! Reads ([`Engine::read`]) look at the in-memory state under its lock. The writer holds
+//! that lock from applying a batch until its commit is durable (or rolled back), so a read
+//! never sees state that is not on disk; it may wait for one commit (milliseconds).
+//!
+//! History lives in the store: an event per allocate / release / lease / reclaim, under
+//! `events/{seq}` and, per address, `history/{addr}/{seq}`, kept for the retention period.
+//! Usage samples per pool (`samples/{pool}/{time}`) feed the exhaustion forecast.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use kipam_core::{
+    AllocRequest, Error as CoreError, HeldAddr, Ipam, Lease, LeaseWant, Millis, ObjectKind,
+    PoolConfig, ScopeNetwork,
+};
+use kipam_store::ipam::write_dirty;
+use kipam_store::{IpamError, IpamStore, SqliteOptions, SqliteStore, Store, StoreError, Txn};
+use serde::{Deserialize, Serialize};
+use thiserror::Error;
+use tokio::sync::{mpsc, oneshot};
+
+/// A source of time (milliseconds since the Unix epoch); injected so tests control it.
+pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
+
+/// The system clock.
+pub fn system_clock() -> Clock {
+    Arc::new(|| {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    })
+}
+
+/// Tuning of the engine.
+#[derive(Clone, Debug)]
+pub struct EngineOptions {
+    /// Most mutations committed in one transaction.
+    pub batch_max: usize,
+    /// How long history events are kept.
+    pub event_retention: Duration,
+    /// How long usage samples are kept.
+    pub sample_retention: Duration,
+    /// Default grace period before a GC report's stale attachments are reclaimed.
+    pub gc_grace: Duration,
+    /// How long `open` waits for the store's lock.
+    pub busy_timeout: Duration,
+}
+
+impl Default for EngineOptions {
+    fn default() -> Self {
+        EngineOptions {
+            batch_max: 512,
+            event_retention: Duration::from_secs(30 * 24 * 3600),
+            sample_retention: Duration::from_secs(90 * 24 * 3600),
+            gc_grace: Duration::from_secs(60),
+            busy_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+/// Something that changes state. Each is atomic on its own.
+#[derive(Clone, Debug)]
+pub enum Mutation {
+    /// Create a pool.
+    CreatePool(PoolConfig),
+    /// Change a pool's mutable settings.
+    UpdatePool(PoolConfig),
+    /// Delete a pool (`force`: even while it holds addresses).
+    DeletePool {
+        /// Pool name.
+        name: String,
+        /// Release what it holds.
+        force: bool,
+    },
+    /// Allocate for a handle.
+    Allocate(AllocRequest),
+    /// Release everything a handle holds.
+    Release {
+        /// The handle.
+        handle: String,
+    },
+    /// Lease a prefix.
+    Lease {
+        /// Pool name.
+        pool: String,
+        /// Which prefix.
+        want: LeaseWant,
+        /// Owner.
+        owner: String,
+        /// Attributes.
+        attrs: BTreeMap<String, String>,
+    },
+    /// End a lease.
+    ReleaseLease {
+        /// Pool name.
+        pool: String,
+        /// The prefix.
+        prefix: IpNet,
+    },
+    /// Register an external network.
+    AddExternal(ScopeNetwork),
+    /// Remove an external network.
+    RemoveExternal {
+        /// Its name.
+        name: String,
+    },
+    /// A node or network reports the attachments it still has; the others it owns are
+    /// reclaimed after the grace period unless a later report lists them again.
+    GcReport(GcReport),
+    /// Take a usage sample of every pool and drop expired history (background job).
+    Housekeeping,
+}
+
+/// A GC report: who reports, what is still valid.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct GcReport {
+    /// Handles allocated for this node belong to the reporter.
+    pub node: Option<String>,
+    /// Handles whose key starts with `{network}/` belong to the reporter.
+    pub network: Option<String>,
+    /// Handle keys that are still in use.
+    pub valid: Vec<String>,
+    /// Grace period in seconds (default: the daemon's).
+    pub grace_seconds: Option<u64>,
+}
+
+/// A reclaim waiting for its grace period.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct PendingReclaim {
+    /// The handle.
+    pub handle: String,
+    /// Reclaimed at this time unless listed as valid again.
+    pub due: Millis,
+    /// Who reported it stale (`node:NAME` or `network:NAME`).
+    pub reporter: String,
+}
+
+/// What a mutation did.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Outcome {
+    /// Nothing to report.
+    Done,
+    /// Addresses allocated (or already held) / released.
+    Addresses(Vec<HeldAddr>),
+    /// A lease made.
+    Lease(Lease),
+    /// A lease or network removed (false: there was none).
+    Removed(bool),
+    /// A GC report was taken: these handles are now pending reclaim.
+    Gc(Vec<PendingReclaim>),
+}
+
+/// Kinds of history events.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum EventKind {
+    /// An address was handed out.
+    Allocate,
+    /// An address was given back.
+    Release,
+    /// A prefix was leased.
+    Lease,
+    /// A prefix lease ended.
+    LeaseRelease,
+    /// A leaked address was reclaimed by GC.
+    Reclaim,
+}
+
+/// One history event.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Event {
+    /// Sequence number, increasing.
+    pub seq: u64,
+    /// When (ms since the epoch).
+    pub time: Millis,
+    /// What.
+    pub kind: EventKind,
+    /// Pool.
+    pub pool: String,
+    /// The address, for address events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub address: Option<IpAddr>,
+    /// The prefix, for lease events.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub prefix: Option<IpNet>,
+    /// The handle (or lease owner).
+    pub handle: String,
+    /// The node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
+    /// The handle's attributes at the time.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// A usage sample of a pool.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Sample {
+    /// When.
+    pub time: Millis,
+    /// Held + quarantined + leased addresses (saturating at u64::MAX).
+    pub used: u64,
+    /// Usable addresses (size minus reserved; saturating).
+    pub usable: u64,
+}
+
+/// Errors of the engine.
+#[derive(Debug, Error)]
+pub enum EngineError {
+    /// The engine refused the request.
+    #[error(transparent)]
+    Core(#[from] CoreError),
+    /// The store failed; nothing of the batch was written.
+    #[error("store failure: {0}")]
+    Store(#[from] StoreError),
+    /// Loading or encoding records failed.
+    #[error(transparent)]
+    Ipam(#[from] IpamError),
+    /// The engine is shutting down.
+    #[error("kipamd is shutting down")]
+    ShuttingDown,
+}
+
+/// Hooks for metrics.
+pub trait Observer: Send + Sync {
+    /// A batch was committed (or failed).
+    fn commit(&self, batch: usize, took: Duration, ok: bool);
+    /// A mutation was applied (`kind` like "allocate"), with its result.
+    fn mutation(&self, kind: &'static str, pool: Option<&str>, ok: bool, took: Duration);
+    /// Addresses reclaimed by GC.
+    fn reclaimed(&self, n: u64);
+}
+
+/// Counters the engine keeps itself.
+#[derive(Debug, Default)]
+pub struct Stats {
+    /// Batches committed.
+    pub commits: AtomicU64,
+    /// Mutations committed.
+    pub mutations: AtomicU64,
+    /// Batches that failed to commit.
+    pub failed_commits: AtomicU64,
+}
+
+struct Job {
+    mutation: Mutation,
+    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+}
+
+struct Shared {
+    ipam: Mutex<Ipam>,
+    pending: Mutex<BTreeMap<String, PendingReclaim>>,
+    reader: Mutex<SqliteStore>,
+    ready: AtomicBool,
+    stats: Stats,
+}
+
+/// The handle on the engine; cheap to clone.
+#[derive(Clone)]
+pub struct Engine {
+    shared: Arc<Shared>,
+    tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
+    clock: Clock,
+    writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding the lock cannot leave the engine half-changed (mutations are
+    // atomic in the engine); keep serving.
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+const SEQ_KEY: &str = "meta/event-seq";
+
+fn seq_key(seq: u64) -> String {
+    format!("events/{seq:020}")
+}
+
+fn history_key(addr: IpAddr, seq: u64) -> String {
+    format!("history/{addr}/{seq:020}")
+}
+
+fn sample_key(pool: &str, time: Millis) -> String {
+    format!("samples/{}/{time:020}", kipam_store::ipam::esc(pool))
+}
+
+fn gc_key(handle: &str) -> String {
+    format!("gc/{}", kipam_store::ipam::esc(handle))
+}
+
+fn open_store(dir: &Path, opts: &EngineOptions) -> Result<SqliteStore, StoreError> {
+    SqliteStore::open(
+        dir,
+        &SqliteOptions {
+            create_dir: true,
+            busy_timeout: opts.busy_timeout,
+        },
+    )
+}
+
+impl Engine {
+    /// Opens (or creates) the store in `dir`, loads everything and starts the writer.
+    /// Must be called inside a tokio runtime only for [`Engine::apply`]; `open` itself
+    /// blocks.
+    pub fn open(
+        dir: &Path,
+        opts: EngineOptions,
+        clock: Clock,
+        observer: Option<Arc<dyn Observer>>,
+    ) -> Result<Engine, EngineError> {
+        let store = open_store(dir, &opts)?;
+        let reader = open_store(dir, &opts)?;
+        let ipam_store = IpamStore::new(store);
+        let ipam = ipam_store.load_all(clock())?;
+        let mut pending = BTreeMap::new();
+        for rec in ipam_store.store().list("gc/")? {
+            let p: PendingReclaim =
+                serde_json::from_slice(&rec.value).map_err(|e| IpamError::Corrupt {
+                    key: rec.key.clone(),
+                    detail: e.to_string(),
+                })?;
+            pending.insert(p.handle.clone(), p);
+        }
+        let seq = match ipam_store.store().get(SEQ_KEY)? {
+            Some(rec) => std::str::from_utf8(&rec.value)
+                .ok()
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0),
+            None => 0,
+        };
+        let shared = Arc::new(Shared {
+            ipam: Mutex::new(ipam),
+            pending: Mutex::new(pending),
+            reader: Mutex::new(reader),
+            ready: AtomicBool::new(true),
+            stats: Stats::default(),
+        });
+        let (tx, rx) = mpsc::channel::<Job>(opts.batch_max.max(1) * 4);
+        let writer = Writer {
+            shared: shared.clone(),
+            store: ipam_store,
+            dir: dir.to_path_buf(),
+            opts,
+            clock: clock.clone(),
+            seq,
+            observer,
+        };
+        let handle = std::thread::Builder::new()
+            .name("kipam-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Io {
+                path: dir.to_path_buf(),
+                source: e,
+            })?;
+        Ok(Engine {
+            shared,
+            tx: Arc::new(Mutex::new(Some(tx))),
+            clock,
+            writer: Arc::new(Mutex::new(Some(handle))),
+        })
+    }
+
+    /// Applies a mutation; answers after its batch is durable.
+    pub async fn apply(&self, mutation: Mutation) -> Result<Outcome, EngineError> {
+        let (reply, answer) = oneshot::channel();
+        let tx = lock(&self.tx).clone().ok_or(EngineError::ShuttingDown)?;
+        tx.send(Job { mutation, reply })
+            .await
+            .map_err(|_| EngineError::ShuttingDown)?;
+        answer.await.map_err(|_| EngineError::ShuttingDown)?
+    }
+
+    /// Runs `f` on the in-memory state (a short lock: keep `f` quick).
+    pub fn read<R>(&self, f: impl FnOnce(&Ipam) -> R) -> R {
+        f(&lock(&self.shared.ipam))
+    }
+
+    /// Reclaims waiting for their grace period.
+    pub fn pending_reclaims(&self) -> Vec<PendingReclaim> {
+        lock(&self.shared.pending).values().cloned().collect()
+    }
+
+    /// Whether the store is open and loaded and the writer runs.
+    pub fn ready(&self) -> bool {
+        self.shared.ready.load(Ordering::Relaxed)
+    }
+
+    /// The engine's counters.
+    pub fn stats(&self) -> &Stats {
+        &self.shared.stats
+    }
+
+    /// The current time of the engine's clock.
+    pub fn now(&self) -> Millis {
+        (self.clock)()
+    }
+
+    /// The history of an address, oldest first.
+    pub fn history(&self, addr: IpAddr) -> Result<Vec<Event>, EngineError> {
+        let recs = lock(&self.shared.reader).list(&format!("history/{addr}/"))?;
+        recs.iter()
+            .map(|r| {
+                serde_json::from_slice(&r.value).map_err(|e| {
+                    EngineError::Ipam(IpamError::Corrupt {
+                        key: r.key.clone(),
+                        detail: e.to_string(),
+                    })
+                })
+            })
+            .collect()
+    }
+
+    /// Who held `addr` at time `at`: the last allocate event at or before `at` that no
+    /// release or reclaim followed before `at`.
+    pub fn holder_at(&self, addr: IpAddr, at: Millis) -> Result<Option<Event>, EngineError> {
+        let mut holder = None;
+        for e in self.history(addr)? {
+            if e.time > at {
+                break;
+            }
+            match e.kind {
+                EventKind::Allocate => holder = Some(e),
+                EventKind::Release | EventKind::Reclaim => holder = None,
+                EventKind::Lease | EventKind::LeaseRelease => {}
+            }
+        }
+        Ok(holder)
+    }
+
+    /// Usage samples of a pool since `since`, oldest first.
+    pub fn samples(&self, pool: &str, since: Millis) -> Result<Vec<Sample>, EngineError> {
+        let prefix = format!("samples/{}/", kipam_store::ipam::esc(pool));
+        let after = sample_key(pool, since.saturating_sub(1));
+        let reader = lock(&self.shared.reader);
+        let mut out = Vec::new();
+        let mut cursor = Some(after);
+        while let Some(after) = cursor.take() {
+            let page = reader.list_page(&prefix, Some(&after), 10_000)?;
+            for r in &page {
+                let s: Sample = serde_json::from_slice(&r.value).map_err(|e| {
+                    EngineError::Ipam(IpamError::Corrupt {
+                        key: r.key.clone(),
+                        detail: e.to_string(),
+                    })
+                })?;
+                out.push(s);
+            }
+            if page.len() == 10_000 {
+                cursor = page.last().map(|r| r.key.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Stops taking mutations, lets the queued ones commit and answer, and waits for the
+    /// writer to finish. Later [`Engine::apply`] calls get [`EngineError::ShuttingDown`].
+    pub fn shutdown(&self) {
+        self.shared.ready.store(false, Ordering::Relaxed);
+        lock(&self.tx).take();
+        if let Some(h) = lock(&self.writer).take() {
+            let _ = h.join();
+        }
+    }
+}
+
+/// The writer thread's state.
+struct Writer {
+    shared: Arc<Shared>,
+    store: IpamStore<SqliteStore>,
+    dir: PathBuf,
+    opts: EngineOptions,
+    clock: Clock,
+    seq: u64,
+    observer: Option<Arc<dyn Observer>>,
+}
+
+/// One applied mutation, waiting for the commit.
+struct Applied {
+    reply: oneshot::Sender<Result<Outcome, EngineError>>,
+    result: Result<Outcome, EngineError>,
+}
+
+/// What a batch writes besides the engine's dirty records.
+#[derive(Default)]
+struct Extra {
+    events: Vec<Event>,
+    samples: Vec<(String, Sample)>,
+    pending_put: BTreeSet<String>,
+    pending_del: BTreeSet<String>,
+    deletes: Vec<String>,
+}
+
+fn mutation_kind(m: &Mutation) -> (&'static str, Option<String>) {
+    match m {
+        Mutation::CreatePool(c) => ("create-pool", Some(c.name.clone())),
+        Mutation::UpdatePool(c) => ("update-pool", Some(c.name.clone())),
+        Mutation::DeletePool { name, .. } => ("delete-pool", Some(name.clone())),
+        Mutation::Allocate(r) => (
+            "allocate",
+            r.wants.first().and_then(|w| match &w.source {
+                kipam_core::Source::Pools(p) => p.first().cloned(),
+                kipam_core::Source::Family { .. } => None,
+            }),
+        ),
+        Mutation::Release { .. } => ("release", None),
+        Mutation::Lease { pool, .. } => ("lease", Some(pool.clone())),
+        Mutation::ReleaseLease { pool, .. } => ("release-lease", Some(pool.clone())),
+        Mutation::AddExternal(_) => ("add-external", None),
+        Mutation::RemoveExternal { .. } => ("remove-external", None),
+        Mutation::GcReport(_) => ("gc-report", None),
+        Mutation::Housekeeping => ("housekeeping", None),
+    }
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < self.opts.batch_max {
+                match rx.try_recv() {
+                    Ok(j) => jobs.push(j),
+                    Err(_) => break,
+                }
+            }
+            self.batch(jobs);
+        }
+    }
+
+    fn event(
+        &mut self,
+        extra: &mut Extra,
+        now: Millis,
+        kind: EventKind,
+        pool: &str,
+        handle: &str,
+    ) -> usize {
+        self.seq += 1;
+        extra.events.push(Event {
+            seq: self.seq,
+            time: now,
+            kind,
+            pool: pool.to_string(),
+            address: None,
+            prefix: None,
+            handle: handle.to_string(),
+            node: None,
+            attrs: BTreeMap::new(),
+        });
+        extra.events.len() - 1
+    }
+
+    fn release_events(
+        &mut self,
+        extra: &mut Extra,
+        now: Millis,
+        kind: EventKind,
+        handle: &kipam_core::Handle,
+        addrs: &[HeldAddr],
+    ) {
+        for a in addrs {
+            let i = self.event(extra, now, kind, &a.pool, &handle.key);
+            let e = &mut extra.events[i];
+            e.address = Some(a.addr);
+            e.node = Some(handle.node.clone());
+            e.attrs = handle.attrs.clone();
+        }
+    }
+
+    fn apply_one(
+        &mut self,
+        ipam: &mut Ipam,
+        m: &Mutation,
+        now: Millis,
+        extra: &mut Extra,
+    ) -> Result<Outcome, EngineError> {
+        match m {
+            Mutation::CreatePool(c) => ipam
+                .create_pool(c.clone())
+                .map(|()| Outcome::Done)
+                .map_err(Into::into),
+            Mutation::UpdatePool(c) => {
+                if ipam.pool(&c.name).is_none() {
+                    return Err(CoreError::PoolNotFound {
+                        pool: c.name.clone(),
+                    }
+                    .into());
+                }
+                ipam.update_pool(c.clone())
+                    .map(|()| Outcome::Done)
+                    .map_err(Into::into)
+            }
+            Mutation::DeletePool { name, force } => {
+                let victims: Vec<(kipam_core::Handle, Vec<HeldAddr>)> = ipam
+                    .handles()
+                    .filter(|h| h.addrs.iter().any(|a| &a.pool == name))
+                    .map(|h| {
+                        (
+                            h.clone(),
+                            h.addrs
+                                .iter()
+                                .filter(|a| &a.pool == name)
+                                .cloned()
+                                .collect(),
+                        )
+                    })
+                    .collect();
+                ipam.delete_pool(name, *force)?;
+                for (h, addrs) in victims {
+                    self.release_events(extra, now, EventKind::Release, &h, &addrs);
+                }
+                extra
+                    .deletes
+                    .push(format!("samples/{}/", kipam_store::ipam::esc(name)));
+                Ok(Outcome::Done)
+            }
+            Mutation::Allocate(req) => {
+                let existed = ipam
+                    .handle(&req.handle)
+                    .is_some_and(|h| !h.addrs.is_empty());
+                let got = ipam.allocate(req, now)?;
+                if !existed {
+                    for a in &got {
+                        let i = self.event(extra, now, EventKind::Allocate, &a.pool, &req.handle);
+                        let e = &mut extra.events[i];
+                        e.address = Some(a.addr);
+                        e.node = Some(req.node.clone());
+                        e.attrs = req.attrs.clone();
+                    }
+                    // A handle that allocates again is alive: drop a pending reclaim.
+                    if lock(&self.shared.pending).remove(&req.handle).is_some() {
+                        extra.pending_del.insert(req.handle.clone());
+                    }
+                }
+                Ok(Outcome::Addresses(got))
+            }
+            Mutation::Release { handle } => {
+                let h = ipam.handle(handle).cloned();
+                let got = ipam.release_handle(handle, now)?;
+                if let Some(h) = h {
+                    self.release_events(extra, now, EventKind::Release, &h, &got);
+                }
+                if lock(&self.shared.pending).remove(handle).is_some() {
+                    extra.pending_del.insert(handle.clone());
+                }
+                Ok(Outcome::Addresses(got))
+            }
+            Mutation::Lease {
+                pool,
+                want,
+                owner,
+                attrs,
+            } => {
+                let lease = ipam.lease_prefix(pool, *want, owner, attrs.clone(), now)?;
+                let i = self.event(extra, now, EventKind::Lease, pool, owner);
+                extra.events[i].prefix = Some(lease.prefix);
+                extra.events[i].attrs = attrs.clone();
+                Ok(Outcome::Lease(lease))
+            }
+            Mutation::ReleaseLease { pool, prefix } => {
+                let gone = ipam.release_lease(pool, *prefix)?;
+                if let Some(l) = &gone {
+                    let i = self.event(extra, now, EventKind::LeaseRelease, pool, &l.owner);
+                    extra.events[i].prefix = Some(l.prefix);
+                }
+                Ok(Outcome::Removed(gone.is_some()))
+            }
+            Mutation::AddExternal(n) => ipam
+                .add_scope_network(ObjectKind::External, n.clone())
+                .map(|()| Outcome::Done)
+                .map_err(Into::into),
+            Mutation::RemoveExternal { name } => Ok(Outcome::Removed(
+                ipam.remove_scope_network(ObjectKind::External, name),
+            )),
+            Mutation::GcReport(report) => Ok(Outcome::Gc(self.gc_report(ipam, report, now, extra))),
+            Mutation::Housekeeping => {
+                self.housekeeping(ipam, now, extra)?;
+                Ok(Outcome::Done)
+            }
+        }
+    }
+
+    fn gc_report(
+        &mut self,
+        ipam: &Ipam,
+        report: &GcReport,
+        now: Millis,
+        extra: &mut Extra,
+    ) -> Vec<PendingReclaim> {
+        let valid: BTreeSet<&str> = report.valid.iter().map(String::as_str).collect();
+        let network_prefix = report.network.as_ref().map(|n| format!("{n}/"));
+        let reporter = match (&report.node, &report.network) {
+            (Some(n), _) => format!("node:{n}"),
+            (None, Some(n)) => format!("network:{n}"),
+            (None, None) => "all".to_string(),
+        };
+        let grace = report
+            .grace_seconds
+            .map_or(self.opts.gc_grace, Duration::from_secs);
+        let due = now.saturating_add(grace.as_millis() as u64);
+        let mut pending = lock(&self.shared.pending);
+        let mut out = Vec::new();
+        for h in ipam.handles() {
+            let owned = report.node.as_ref().is_none_or(|n| &h.node == n)
+                && network_prefix
+                    .as_ref()
+                    .is_none_or(|p| h.key.starts_with(p.as_str()));
+            if !owned {
+                continue;
+            }
+            if valid.contains(h.key.as_str()) {
+                if pending.remove(&h.key).is_some() {
+                    extra.pending_del.insert(h.key.clone());
+                }
+                continue;
+            }
+            let entry = pending.entry(h.key.clone()).or_insert_with(|| {
+                extra.pending_put.insert(h.key.clone());
+                PendingReclaim {
+                    handle: h.key.clone(),
+                    due,
+                    reporter: reporter.clone(),
+                }
+            });
+            out.push(entry.clone());
+        }
+        out
+    }
+
+    fn housekeeping(
+        &mut self,
+        ipam: &mut Ipam,
+        now: Millis,
+        extra: &mut Extra,
+    ) -> Result<(), EngineError> {
+        // Reclaims whose grace ran out: re-checked here, at release time — a handle that
+        // was released, re-reported valid or allocated again is no longer pending.
+        let due: Vec<String> = lock(&self.shared.pending)
+            .values()
+            .filter(|p| p.due <= now)
+            .map(|p| p.handle.clone())
+            .collect();
+        let mut reclaimed = 0u64;
+        for key in due {
+            lock(&self.shared.pending).remove(&key);
+            extra.pending_del.insert(key.clone());
+            if let Some(h) = ipam.handle(&key).cloned() {
+                let got = ipam.release_handle(&key, now)?;
+                reclaimed += got.len() as u64;
+                self.release_events(extra, now, EventKind::Reclaim, &h, &got);
+            }
+        }
+        if reclaimed > 0
+            && let Some(o) = &self.observer
+        {
+            o.reclaimed(reclaimed);
+        }
+        ipam.reclaim_empty_blocks(now);
+        for p in ipam.pools() {
+            let u = p.usage();
+            let used = u.held + u.quarantined + u.leased;
+            let usable = u.size.saturating_sub(u.reserved);
+            extra.samples.push((
+                p.config().name.clone(),
+                Sample {
+                    time: now,
+                    used: u64::try_from(used).unwrap_or(u64::MAX),
+                    usable: u64::try_from(usable).unwrap_or(u64::MAX),
+                },
+            ));
+        }
+        Ok(())
+    }
+
+    /// Deletes history and samples past their retention (runs inside the batch's txn).
+    /// Candidates are found through the read connection (the writer's own connection is
+    /// busy with the transaction), at most a page per run so batches stay short.
+    fn expire(&self, txn: &mut dyn Txn, now: Millis) -> Result<(), StoreError> {
+        let reader = lock(&self.shared.reader);
+        let cutoff = now.saturating_sub(self.opts.event_retention.as_millis() as u64);
+        for r in reader.list_page("events/", None, 1000)? {
+            match serde_json::from_slice::<Event>(&r.value) {
+                Ok(e) if e.time >= cutoff => break,
+                Ok(e) => {
+                    if let Some(a) = e.address {
+                        txn.delete(&history_key(a, e.seq))?;
+                    }
+                }
+                Err(_) => {}
+            }
+            txn.delete(&r.key)?;
+        }
+        let sample_cutoff = now.saturating_sub(self.opts.sample_retention.as_millis() as u64);
+        for p in reader.list("pools/")? {
+            let prefix = format!("samples/{}/", &p.key["pools/".len()..]);
+            for r in reader.list_page(&prefix, None, 1000)? {
+                let t: Millis = r.key[prefix.len()..].parse().unwrap_or(0);
+                if t >= sample_cutoff {
+                    break;
+                }
+                txn.delete(&r.key)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn batch(&mut self, jobs: Vec<Job>) {
+        let started = Instant::now();
+        let now = (self.clock)();
+        let mut extra = Extra::default();
+        let mut applied = Vec::with_capacity(jobs.len());
+        let mut housekeeping = false;
+        {
+            let shared = self.shared.clone();
+            let mut ipam = lock(&shared.ipam);
+            for job in jobs {
+                let t0 = Instant::now();
+                housekeeping |= matches!(job.mutation, Mutation::Housekeeping);
+                let result = self.apply_one(&mut ipam, &job.mutation, now, &mut extra);
+                if let Some(o) = &self.observer {
+                    let (kind, pool) = mutation_kind(&job.mutation);
+                    o.mutation(kind, pool.as_deref(), result.is_ok(), t0.elapsed());
+                }
+                applied.push(Applied {
+                    reply: job.reply,
+                    result,
+                });
+            }
+            let seq = self.seq;
+            let pending: HashMap<String, PendingReclaim> = lock(&shared.pending)
+                .iter()
+                .filter(|(k, _)| extra.pending_put.contains(*k))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+            let committed =
+                kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
+                    write_dirty(txn, &mut ipam)?;
+                    for e in &extra.events {
+                        let json = serde_json::to_vec(e).unwrap_or_default();
+                        txn.put(&seq_key(e.seq), json.clone())?;
+                        if let Some(a) = e.address {
+                            txn.put(&history_key(a, e.seq), json)?;
+                        }
+                    }
+                    if !extra.events.is_empty() {
+                        txn.put(SEQ_KEY, seq.to_string().into_bytes())?;
+                    }
+                    for (pool, s) in &extra.samples {
+                        txn.put(
+                            &sample_key(pool, s.time),
+                            serde_json::to_vec(s).unwrap_or_default(),
+                        )?;
+                    }
+                    for k in &extra.pending_del {
+                        txn.delete(&gc_key(k))?;
+                    }
+                    for (k, p) in &pending {
+                        txn.put(&gc_key(k), serde_json::to_vec(p).unwrap_or_default())?;
+                    }
+                    for prefix in &extra.deletes {
+                        for r in txn.list(prefix)? {
+                            txn.delete(&r.key)?;
+                        }
+                    }
+                    if housekeeping {
+                        self.expire(txn, now)?;
+                    }
+                    Ok(())
+                });
+            match committed {
+                Ok(()) => {
+                    self.shared.stats.commits.fetch_add(1, Ordering::Relaxed);
+                    self.shared
+                        .stats
+                        .mutations
+                        .fetch_add(applied.len() as u64, Ordering::Relaxed);
+                    if let Some(o) = &self.observer {
+                        o.commit(applied.len(), started.elapsed(), true);
+                    }
+                }
+                Err(e) => {
+                    self.shared
+                        .stats
+                        .failed_commits
+                        .fetch_add(1, Ordering::Relaxed);
+                    if let Some(o) = &self.observer {
+                        o.commit(applied.len(), started.elapsed(), false);
+                    }
+                    tracing::error!(error = %e, batch = applied.len(), "commit failed; reloading state from the store");
+                    let msg = e.to_string();
+                    match self.store.load_all(now) {
+                        Ok(fresh) => *ipam = fresh,
+                        Err(load) => {
+                            tracing::error!(error = %load, "reload after a failed commit failed; not ready");
+                            self.shared.ready.store(false, Ordering::Relaxed);
+                        }
+                    }
+                    self.reload_pending();
+                    self.seq = self
+                        .store
+                        .store()
+                        .get(SEQ_KEY)
+                        .ok()
+                        .flatten()
+                        .and_then(|r| String::from_utf8(r.value).ok())
+                        .and_then(|s| s.parse().ok())
+                        .unwrap_or(self.seq);
+                    for a in &mut applied {
+                        if a.result.is_ok() {
+                            a.result = Err(EngineError::Store(store_failure(&e, &msg, &self.dir)));
+                        }
+                    }
+                }
+            }
+        }
+        for a in applied {
+            let _ = a.reply.send(a.result);
+        }
+    }
+
+    fn reload_pending(&self) {
+        let mut fresh = BTreeMap::new();
+        if let Ok(recs) = self.store.store().list("gc/") {
+            for r in recs {
+                if let Ok(p) = serde_json::from_slice::<PendingReclaim>(&r.value) {
+                    fresh.insert(p.handle.clone(), p);
+                }
+            }
+        }
+        *lock(&self.shared.pending) = fresh;
+    }
+}
+
+/// The store error to hand every request of a failed batch.
+fn store_failure(e: &EngineError, msg: &str, dir: &Path) -> StoreError {
+    match e {
+        EngineError::Store(StoreError::DiskFull { path }) => {
+            StoreError::DiskFull { path: path.clone() }
+        }
+        EngineError::Store(StoreError::ReadOnly { path }) => {
+            StoreError::ReadOnly { path: path.clone() }
+        }
+        EngineError::Store(StoreError::Busy { waited }) => StoreError::Busy { waited: *waited },
+        _ => StoreError::Io {
+            path: dir.to_path_buf(),
+            source: std::io::Error::other(msg.to_string()),
+        },
+    }
+}
