@@ -38,6 +38,8 @@ pub enum ErrorCode {
     UnsupportedMediaType,
     /// 422: the pool(s) have no address, or no prefix of that length, left.
     Exhausted,
+    /// 422: the subnet planner cannot fit the request; `details` says what would fit.
+    Infeasible,
     /// 501: not available in this build.
     NotImplemented,
     /// 503: the store is not loaded yet, failed, or kipamd is shutting down.
@@ -65,6 +67,7 @@ impl ErrorCode {
             ErrorCode::PayloadTooLarge => "payload_too_large",
             ErrorCode::UnsupportedMediaType => "unsupported_media_type",
             ErrorCode::Exhausted => "exhausted",
+            ErrorCode::Infeasible => "infeasible",
             ErrorCode::NotImplemented => "not_implemented",
             ErrorCode::Unavailable => "unavailable",
             ErrorCode::Timeout => "timeout",
@@ -102,6 +105,12 @@ pub struct ErrorDetail {
     /// The existing object the request conflicts with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub conflict: Option<ObjectName>,
+    /// Structured facts of the refusal, for programs (the planner's refusals: `kind` and
+    /// the numbers of its message, e.g. the prefix needed and the largest free block).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    // Boxed: keeps every `Result` that carries an error body small.
+    #[schema(value_type = Option<Object>)]
+    pub details: Option<Box<serde_json::Value>>,
 }
 
 /// The body of every error response.
@@ -120,6 +129,7 @@ impl ErrorBody {
                 message: message.into(),
                 field: None,
                 conflict: None,
+                details: None,
             },
         }
     }

@@ -9,6 +9,8 @@
 //! # Layout
 //! - [`pools`], [`allocations`], [`prefixes`], [`networks`] (external networks and
 //!   overlaps), [`usage`], [`addresses`], [`gc`], [`health`]: one module per resource.
+//! - [`planning`]: the subnet planner's request and plan (kipam-core's types as they are)
+//!   and the exhaustion forecast with its at-risk marker.
 //! - [`error`]: the error body `{"error": {"code", "message"}}` and its codes.
 //! - [`schema`]: OpenAPI schemas of the kipam-core types sent unchanged.
 //! - [`time`]: RFC 3339 formatting and parsing of engine times.
@@ -25,6 +27,7 @@ pub mod error;
 pub mod gc;
 pub mod health;
 pub mod networks;
+pub mod planning;
 pub mod pools;
 pub mod prefixes;
 pub mod schema;

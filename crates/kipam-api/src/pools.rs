@@ -71,6 +71,9 @@ pub struct PoolView {
     pub config: PoolConfig,
     /// Address counts.
     pub usage: UsageCounts,
+    /// Present when the pool is at risk of running out (see kipamd's risk thresholds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<crate::planning::AtRisk>,
 }
 
 /// `GET /v1/pools`.

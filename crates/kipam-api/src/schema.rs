@@ -139,6 +139,254 @@ pub struct ScopeNetwork {
     description: Option<String>,
 }
 
+/// What an exhaustion forecast concluded.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum ForecastStatus {
+    /// Usage grows beyond churn; `eta` says when the pool runs out.
+    Growing,
+    /// No trend beyond churn.
+    NotGrowing,
+    /// Usage falls beyond churn.
+    Declining,
+    /// The latest sample is at or over the size.
+    Full,
+    /// Too few samples, or too short a span, in the window.
+    NotEnoughData,
+}
+
+/// How far to trust a forecast.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum Confidence {
+    /// Few samples or a poor fit.
+    Low,
+    /// A usable estimate.
+    Medium,
+    /// Many samples and a good fit.
+    High,
+}
+
+/// The address families a planned cluster runs.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum Families {
+    /// IPv4 only (the default).
+    Ipv4,
+    /// IPv6 only.
+    Ipv6,
+    /// Both; IPv4 is listed first.
+    DualStack,
+}
+
+/// A network nothing planned may touch.
+#[derive(ToSchema)]
+pub struct AvoidNet {
+    /// The network.
+    #[schema(example = "10.0.0.0/16")]
+    cidr: String,
+    /// What it is ("on-prem", "vpc"), for the operator.
+    #[schema(nullable = false)]
+    label: Option<String>,
+}
+
+/// One cluster's demand: nodes, pods or both, now and at the growth horizon.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ClusterSpec {
+    /// Cluster name (unique in the request).
+    #[schema(example = "prod")]
+    name: String,
+    /// Nodes today.
+    #[schema(nullable = false, minimum = 0)]
+    nodes: Option<u64>,
+    /// Nodes at the growth horizon.
+    #[schema(nullable = false, minimum = 0)]
+    nodes_at_horizon: Option<u64>,
+    /// Pods a node may run (kubelet `maxPods`; default 110).
+    #[schema(nullable = false, minimum = 0)]
+    max_pods_per_node: Option<u32>,
+    /// Pods today.
+    #[schema(nullable = false, minimum = 0)]
+    pods: Option<u64>,
+    /// Pods at the growth horizon.
+    #[schema(nullable = false, minimum = 0)]
+    pods_at_horizon: Option<u64>,
+    /// Services (ClusterIPs) at the horizon.
+    #[schema(nullable = false, minimum = 0)]
+    services: Option<u64>,
+    /// LoadBalancer addresses at the horizon (0: no range is planned).
+    #[schema(nullable = false, minimum = 0)]
+    load_balancers: Option<u64>,
+    /// Address families (default `ipv4`).
+    #[schema(nullable = false)]
+    families: Option<Families>,
+    /// Overrides the request's headroom for this cluster, in percent.
+    #[schema(nullable = false, minimum = 0)]
+    headroom_pct: Option<u32>,
+    /// A fixed IPv4 node mask instead of the computed one.
+    #[schema(nullable = false, minimum = 0, maximum = 32)]
+    node_mask_v4: Option<u8>,
+    /// A fixed IPv6 node mask instead of /64.
+    #[schema(nullable = false, minimum = 0, maximum = 128)]
+    node_mask_v6: Option<u8>,
+}
+
+/// The body of `POST /v1/plan`: clusters, where to carve them from, what to avoid.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct PlanRequest {
+    /// The clusters to plan, in the order their plans are returned.
+    clusters: Vec<ClusterSpec>,
+    /// The address space to carve from, any number per family. Must not overlap.
+    #[schema(example = json!(["10.0.0.0/8", "fd00::/48"]))]
+    supernets: Vec<String>,
+    /// Networks nothing planned may touch: external networks, existing pools, routes.
+    #[schema(nullable = false)]
+    avoid: Option<Vec<AvoidNet>>,
+    /// Headroom on top of the horizon demand, in percent (default 50).
+    #[schema(nullable = false, minimum = 0)]
+    headroom_pct: Option<u32>,
+}
+
+/// Which range of a planned cluster.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum RangeKind {
+    /// The cluster (pod) CIDR.
+    Pods,
+    /// The service CIDR.
+    Services,
+    /// The LoadBalancer range.
+    LoadBalancers,
+}
+
+/// Which limit a plan warning is about.
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+pub enum WarningKind {
+    /// The node mask holds fewer usable addresses than the pods a node may run.
+    NodeMaskCapsPods,
+    /// The node CIDR holds fewer than twice as many addresses as pods per node.
+    NodeMaskTight,
+    /// More than 16 bits between cluster and node mask (kube-controller-manager refuses).
+    NodeAllocatorLimit,
+    /// A smaller range than preferred was planned (it still meets demand and headroom).
+    SmallerThanPreferred,
+}
+
+/// A limit of a planned range worth knowing: `kind`, its numbers, and a sentence.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct PlanWarning {
+    /// What it is about.
+    kind: WarningKind,
+    /// The same, as a sentence.
+    message: String,
+    /// Node mask (all kinds but `smaller-than-preferred`).
+    #[schema(nullable = false)]
+    node_mask: Option<u8>,
+    /// Usable addresses per node CIDR (`node-mask-caps-pods`).
+    #[schema(nullable = false)]
+    usable: Option<u64>,
+    /// Requested `maxPodsPerNode` (`node-mask-caps-pods`, `node-mask-tight`).
+    #[schema(nullable = false)]
+    requested: Option<u32>,
+    /// Addresses per node CIDR (`node-mask-tight`).
+    #[schema(nullable = false)]
+    addresses: Option<u64>,
+    /// Cluster CIDR prefix length (`node-allocator-limit`).
+    #[schema(nullable = false)]
+    cluster_mask: Option<u8>,
+    /// Which range (`smaller-than-preferred`).
+    #[schema(nullable = false)]
+    what: Option<RangeKind>,
+    /// Preferred prefix length (`smaller-than-preferred`).
+    #[schema(nullable = false)]
+    preferred: Option<u8>,
+    /// Planned prefix length (`smaller-than-preferred`).
+    #[schema(nullable = false)]
+    planned: Option<u8>,
+}
+
+/// A planned cluster (pod) CIDR with its node mask and the limits they imply.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct PodPlan {
+    /// The cluster CIDR (`--cluster-cidr`).
+    #[schema(example = "10.1.0.0/16")]
+    cidr: String,
+    /// Node CIDR prefix length (`--node-cidr-mask-size-ipv4/-ipv6`).
+    node_mask: u8,
+    /// Node CIDRs the cluster CIDR holds.
+    max_nodes: u64,
+    /// Pods per node: the requested `maxPodsPerNode`, capped by the node mask.
+    max_pods_per_node: u64,
+    /// `maxNodes × maxPodsPerNode`.
+    max_pods: u64,
+    /// Nodes planned for before headroom.
+    nodes_needed: u64,
+    /// Pods planned for before headroom.
+    pods_needed: u64,
+    /// Room above `nodesNeeded`, in percent.
+    headroom_pct: u64,
+    /// How the size was chosen.
+    reason: String,
+}
+
+/// A planned service CIDR or LoadBalancer range.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct RangePlan {
+    /// The range.
+    #[schema(example = "10.2.0.0/20")]
+    cidr: String,
+    /// Addresses planned for before headroom.
+    needed: u64,
+    /// Usable addresses in the range.
+    capacity: u64,
+    /// Room above `needed`, in percent.
+    headroom_pct: u64,
+    /// How the size was chosen.
+    reason: String,
+}
+
+/// One cluster's ranges in one family.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct FamilyPlan {
+    /// The family.
+    family: Family,
+    /// Cluster (pod) CIDR and node mask.
+    pods: PodPlan,
+    /// Service CIDR.
+    services: RangePlan,
+    /// LoadBalancer range; absent when none was asked for.
+    #[schema(nullable = false)]
+    load_balancers: Option<RangePlan>,
+    /// Limits worth knowing before using the plan.
+    warnings: Vec<PlanWarning>,
+}
+
+/// One cluster's plan.
+#[derive(ToSchema)]
+#[schema(rename_all = "camelCase")]
+pub struct ClusterPlan {
+    /// Cluster name.
+    name: String,
+    /// The headroom policy applied, in percent.
+    headroom_policy_pct: u32,
+    /// One entry per family, IPv4 first.
+    families: Vec<FamilyPlan>,
+}
+
+/// The answer of `POST /v1/plan`: per cluster and family, overlap-free ranges.
+#[derive(ToSchema)]
+pub struct Plan {
+    /// One entry per requested cluster, in request order.
+    clusters: Vec<ClusterPlan>,
+}
+
 /// Free-form string attributes.
 #[derive(ToSchema)]
 pub struct Attrs(BTreeMap<String, String>);
@@ -209,5 +457,140 @@ mod tests {
             Purpose::Generic
         ]);
         assert_eq!(names(<super::Purpose as PartialSchema>::schema()), purposes);
+    }
+
+    fn all_keys(v: &serde_json::Value, out: &mut BTreeSet<String>) {
+        if let Some(o) = v.as_object() {
+            out.extend(o.keys().cloned());
+        }
+    }
+
+    #[test]
+    fn plan_request_mirror_matches_kipam_core() {
+        use kipam_core::planner::{AvoidNet, ClusterSpec, Families, PlanRequest};
+        let req = PlanRequest {
+            clusters: vec![ClusterSpec {
+                name: "c".into(),
+                nodes: 1,
+                nodes_at_horizon: Some(2),
+                max_pods_per_node: Some(3),
+                pods: Some(4),
+                pods_at_horizon: Some(5),
+                services: 6,
+                load_balancers: 7,
+                families: Families::DualStack,
+                headroom_pct: Some(8),
+                node_mask_v4: Some(24),
+                node_mask_v6: Some(64),
+            }],
+            supernets: vec!["10.0.0.0/8".parse().unwrap()],
+            avoid: vec![AvoidNet {
+                cidr: "10.0.0.0/16".parse().unwrap(),
+                label: "x".into(),
+            }],
+            headroom_pct: 50,
+        };
+        let json = serde_json::to_value(&req).unwrap();
+        assert_eq!(keys(&json), props::<super::PlanRequest>());
+        assert_eq!(keys(&json["clusters"][0]), props::<super::ClusterSpec>());
+        assert_eq!(keys(&json["avoid"][0]), props::<super::AvoidNet>());
+        let names = |s: RefOr<Schema>| serde_json::to_value(s).unwrap()["enum"].clone();
+        assert_eq!(
+            names(<super::Families as PartialSchema>::schema()),
+            serde_json::json!([Families::Ipv4, Families::Ipv6, Families::DualStack])
+        );
+    }
+
+    #[test]
+    fn plan_mirror_matches_kipam_core() {
+        use kipam_core::planner::{
+            ClusterSpec, Families, PlanRequest, PlanWarning, RangeKind, Warning, plan,
+        };
+        let req = PlanRequest {
+            clusters: vec![ClusterSpec {
+                name: "c".into(),
+                nodes: 10,
+                services: 10,
+                load_balancers: 10,
+                families: Families::DualStack,
+                ..ClusterSpec::default()
+            }],
+            supernets: vec!["10.0.0.0/8".parse().unwrap(), "fd00::/48".parse().unwrap()],
+            ..PlanRequest::default()
+        };
+        let p = plan(&req).unwrap();
+        let json = serde_json::to_value(&p).unwrap();
+        assert_eq!(keys(&json), props::<super::Plan>());
+        let c = &json["clusters"][0];
+        assert_eq!(keys(c), props::<super::ClusterPlan>());
+        let f = &c["families"][0];
+        assert_eq!(keys(f), props::<super::FamilyPlan>());
+        assert_eq!(keys(&f["pods"]), props::<super::PodPlan>());
+        assert_eq!(keys(&f["services"]), props::<super::RangePlan>());
+        assert_eq!(keys(&f["loadBalancers"]), props::<super::RangePlan>());
+
+        // Every warning kind writes only keys the mirror knows, and its kind is listed.
+        let warnings = [
+            Warning::NodeMaskCapsPods {
+                node_mask: 24,
+                usable: 254,
+                requested: 300,
+            },
+            Warning::NodeMaskTight {
+                node_mask: 24,
+                addresses: 256,
+                requested: 200,
+            },
+            Warning::NodeAllocatorLimit {
+                cluster_mask: 8,
+                node_mask: 28,
+            },
+            Warning::SmallerThanPreferred {
+                what: RangeKind::Services,
+                preferred: 24,
+                planned: 26,
+            },
+        ];
+        let mut written = BTreeSet::new();
+        let mut kinds = Vec::new();
+        for w in warnings {
+            let v = serde_json::to_value(PlanWarning::from(w)).unwrap();
+            all_keys(&v, &mut written);
+            kinds.push(v["kind"].clone());
+        }
+        assert_eq!(written, props::<super::PlanWarning>());
+        let names = |s: RefOr<Schema>| serde_json::to_value(s).unwrap()["enum"].clone();
+        assert_eq!(
+            names(<super::WarningKind as PartialSchema>::schema()),
+            serde_json::Value::Array(kinds)
+        );
+        assert_eq!(
+            names(<super::RangeKind as PartialSchema>::schema()),
+            serde_json::json!([
+                RangeKind::Pods,
+                RangeKind::Services,
+                RangeKind::LoadBalancers
+            ])
+        );
+    }
+
+    #[test]
+    fn forecast_enum_mirrors_match_kipam_core() {
+        use kipam_core::forecast::{Confidence, ForecastStatus};
+        let names = |s: RefOr<Schema>| serde_json::to_value(s).unwrap()["enum"].clone();
+        assert_eq!(
+            names(<super::ForecastStatus as PartialSchema>::schema()),
+            serde_json::json!([
+                ForecastStatus::Growing,
+                ForecastStatus::NotGrowing,
+                ForecastStatus::Declining,
+                ForecastStatus::Full,
+                ForecastStatus::NotEnoughData
+            ])
+        );
+        assert_eq!(
+            names(<super::Confidence as PartialSchema>::schema()),
+            serde_json::json!([Confidence::Low, Confidence::Medium, Confidence::High])
+        );
     }
 }

@@ -36,6 +36,9 @@ pub struct PoolUsageView {
     pub counts: UsageCounts,
     /// Per node, by name.
     pub nodes: Vec<NodeUsage>,
+    /// Present when the pool is at risk of running out (see kipamd's risk thresholds).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub at_risk: Option<crate::planning::AtRisk>,
 }
 
 /// A node across all pools.

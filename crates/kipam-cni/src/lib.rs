@@ -18,6 +18,7 @@
 
 pub mod backend;
 pub mod config;
+pub mod daemon;
 pub mod env;
 pub mod error;
 pub mod result;
@@ -39,14 +40,10 @@ use crate::version::{GatedVerb, allow};
 pub type BackendFactory<'a> = dyn Fn(&IpamConfig) -> Result<Box<dyn Backend>, CniError> + 'a;
 
 /// The production factory: standalone mode opens the store under `dataDir`; daemon mode
-/// (`ipam.daemonSocket`) is refused with code 105 until the daemon client exists.
+/// (`ipam.daemonSocket`) talks to kipamd over its unix socket.
 pub fn open_backend(cfg: &IpamConfig) -> Result<Box<dyn Backend>, CniError> {
     match &cfg.mode {
-        Mode::Daemon { socket, .. } => Err(CniError::daemon_unavailable(format!(
-            "daemon mode (ipam.daemonSocket {}) is not available yet in this build; \
-             remove daemonSocket to use the standalone store",
-            socket.display()
-        ))),
+        Mode::Daemon { socket, pools } => daemon::open(socket, pools),
         Mode::Standalone => standalone::open(cfg),
     }
 }
@@ -154,7 +151,10 @@ fn dispatch(
         Command::Add => {
             // Everything that can fail without the store fails before it is touched, so a
             // refused ADD never allocates.
-            backend::assign_static(&conf.ipam.range_sets, &conf.static_ips)?;
+            // In daemon mode without ranges kipamd's pools decide where an address fits.
+            if !(matches!(conf.ipam.mode, Mode::Daemon { .. }) && conf.ipam.range_sets.is_empty()) {
+                backend::assign_static(&conf.ipam.range_sets, &conf.static_ips)?;
+            }
             let dns = conf
                 .ipam
                 .resolv_conf
@@ -176,12 +176,19 @@ fn dispatch(
                 data_dir: conf.ipam.data_dir.clone(),
             };
             let assigned = backend.add(&req)?;
-            if assigned.len() != req.range_sets.len() {
+            // One address per range set (standalone) or per listed pool (daemon); a
+            // daemon without `pools` asks for one per family kipamd has pod pools of.
+            let expected = match &conf.ipam.mode {
+                Mode::Standalone => Some(req.range_sets.len()),
+                Mode::Daemon { pools, .. } if !pools.is_empty() => Some(pools.len()),
+                Mode::Daemon { .. } => None,
+            };
+            if expected.is_some_and(|n| n != assigned.len()) || assigned.is_empty() {
                 let undo = backend.del(&req.attachment);
                 return Err(CniError::store_corrupt(format!(
-                    "backend returned {} addresses for {} range sets (rollback: {})",
+                    "backend returned {} addresses for {} wanted (rollback: {})",
                     assigned.len(),
-                    req.range_sets.len(),
+                    expected.unwrap_or(1),
                     undo.map_or_else(|e| e.to_string(), |()| "done".into())
                 )));
             }
@@ -518,10 +525,23 @@ mod tests {
         assert!(dir.join("state").join("kipam.db").exists());
         let _ = std::fs::remove_dir_all(&dir);
         let mut d = config(SpecVersion::V1_1_0);
-        d["ipam"]["daemonSocket"] = json!("/run/kipam/kipamd.sock");
+        d["ipam"]["daemonSocket"] = json!(dir.join("no-kipamd.sock"));
+        d["ipam"]["pools"] = json!(["pods-v4"]);
         let conf = config::parse(&d.to_string().into_bytes(), &[]).expect("valid");
-        let e = open_backend(&conf.ipam).err().expect("daemon");
-        assert_eq!(e.code, 105);
-        assert!(e.details.contains("not available yet"));
+        let backend = open_backend(&conf.ipam).expect("daemon mode connects lazily");
+        let att = Attachment {
+            network: "testnet".into(),
+            container_id: "c".into(),
+            ifname: "eth0".into(),
+        };
+        let e = backend.del(&att).expect_err("no kipamd listens there");
+        assert_eq!(
+            e.code, 11,
+            "kipamd unreachable means try again later: {e:?}"
+        );
+        assert!(
+            e.msg.contains("kipamd") || e.details.contains("kipamd"),
+            "{e:?}"
+        );
     }
 }

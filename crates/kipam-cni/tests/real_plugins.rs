@@ -38,7 +38,7 @@ fn interface_flow(kind: IpamKind, test: &str, plugin: &str) {
         let (v4, v6) = pick_subnets();
         let mut conf = json!({
             "cniVersion": version, "name": net_name(plugin), "type": plugin,
-            "ipam": ipam_section(kind, rt.data_dir.path(), v4, Some(v6)),
+            "ipam": rt.ipam_section(v4, Some(v6)),
         });
         match plugin {
             "bridge" => {
@@ -158,7 +158,7 @@ fn concurrent_adds(kind: IpamKind, test: &str) {
     }
     let rt = Runtime::new(kind, "conc");
     let (v4, v6) = pick_subnets();
-    let conf = bridge_conf(&rt, ipam_section(kind, rt.data_dir.path(), v4, Some(v6)));
+    let conf = bridge_conf(&rt, rt.ipam_section(v4, Some(v6)));
     let namespaces: Vec<Netns> = (0..64).map(|i| Netns::new(&format!("c{i}"))).collect();
     let attached: Vec<Attached> = std::thread::scope(|s| {
         let handles: Vec<_> = namespaces
@@ -260,14 +260,14 @@ fn direct_every_version(kind: IpamKind, test: &str) {
         return;
     }
     let versions: &[&str] = match kind {
-        IpamKind::Kipam => &KIPAM_VERSIONS,
+        IpamKind::Kipam | IpamKind::KipamDaemon => &KIPAM_VERSIONS,
         IpamKind::HostLocal => &INTERFACE_PLUGIN_VERSIONS,
     };
     for version in versions {
         let rt = Runtime::new(kind, "direct");
         let (v4, v6) = pick_subnets();
         let conf = json!({"cniVersion": version, "name": net_name("d"),
-            "ipam": ipam_section(kind, rt.data_dir.path(), v4, Some(v6))});
+            "ipam": rt.ipam_section(v4, Some(v6))});
         let out = rt.ipam("ADD", "d1", "IgnoreUnknown=1;K8S_POD_NAME=p", &conf);
         let result = out.expect_ok(&format!("{version}: ADD"));
         assert_eq!(result["cniVersion"], *version);
@@ -387,10 +387,12 @@ fn crash(kind: IpamKind, test: &str) {
     let rt = Runtime::new(kind, "crash");
     // 500 attachments need more than a /24: a /22 of its own, checked like the others.
     let wide = free_v4_net(&["10.98.0.0/22", "10.97.0.0/22", "10.96.0.0/22"]);
-    let mut ipam = ipam_section(kind, rt.data_dir.path(), wide, None);
-    ipam["ranges"] = json!([[{"subnet": wide.to_string()}]]);
+    let mut ipam = rt.ipam_section(wide, None);
+    if kind != IpamKind::KipamDaemon {
+        ipam["ranges"] = json!([[{"subnet": wide.to_string()}]]);
+    }
     ipam["routes"] = json!([]);
-    let version = if kind == IpamKind::Kipam {
+    let version = if kind != IpamKind::HostLocal {
         "1.1.0"
     } else {
         "1.0.0"
@@ -471,7 +473,17 @@ fn crash(kind: IpamKind, test: &str) {
         }
     }
 
-    assert_store_integrity(rt.data_dir.path());
+    let mut rt = rt;
+    if let Some(d) = rt.daemon.as_mut() {
+        // The store is kipamd's: check it stopped, then bring kipamd back for the rest.
+        d.stop();
+        assert_store_integrity(rt.data_dir.path());
+        if let Some(d) = rt.daemon.as_mut() {
+            d.restart();
+        }
+    } else {
+        assert_store_integrity(rt.data_dir.path());
+    }
 
     for (id, r) in &succeeded {
         let check = rt.ipam("CHECK", id, "", &with_prev(&conf, r));
@@ -482,7 +494,7 @@ fn crash(kind: IpamKind, test: &str) {
         );
     }
     match kind {
-        IpamKind::Kipam => {
+        IpamKind::Kipam | IpamKind::KipamDaemon => {
             // A repeated ADD answers what each attachment holds: the successful ones
             // their address, the killed ones whatever (if anything) they got. Across all
             // 500, no address may appear twice.
@@ -528,6 +540,28 @@ fn crash(kind: IpamKind, test: &str) {
 #[test]
 fn crash_kill_kipam() {
     crash(IpamKind::Kipam, "crash_kill_kipam");
+}
+
+#[test]
+fn crash_kill_kipam_daemon() {
+    crash(IpamKind::KipamDaemon, "crash_kill_kipam_daemon");
+}
+
+#[test]
+fn bridge_dual_stack_kipam_daemon() {
+    interface_flow(
+        IpamKind::KipamDaemon,
+        "bridge_dual_stack_kipam_daemon",
+        "bridge",
+    );
+}
+
+#[test]
+fn bridge_64_concurrent_adds_kipam_daemon() {
+    concurrent_adds(
+        IpamKind::KipamDaemon,
+        "bridge_64_concurrent_adds_kipam_daemon",
+    );
 }
 
 #[test]

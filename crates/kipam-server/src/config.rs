@@ -48,6 +48,16 @@ pub struct ServeArgs {
     /// Seconds a request may take before it is answered 504 [default: 30].
     #[arg(long, env = "KIPAM_REQUEST_TIMEOUT", value_name = "SECONDS")]
     pub request_timeout: Option<u64>,
+    /// Seconds of usage samples behind the forecasts of pool lists, usage and metrics
+    /// [default: 604800, 7 days]. `/v1/pools/{name}/forecast` takes any window.
+    #[arg(long, env = "KIPAM_FORECAST_WINDOW", value_name = "SECONDS")]
+    pub forecast_window: Option<u64>,
+    /// A pool is at risk when its forecast runs out within this many days [default: 7].
+    #[arg(long, env = "KIPAM_RISK_ETA_DAYS", value_name = "DAYS")]
+    pub risk_eta_days: Option<u64>,
+    /// A pool is at risk when more than this percentage is used [default: 80].
+    #[arg(long, env = "KIPAM_RISK_USAGE_PERCENT", value_name = "PERCENT")]
+    pub risk_usage_percent: Option<u32>,
 }
 
 /// The TOML file: the same keys as the flags.
@@ -62,6 +72,9 @@ pub struct FileConfig {
     gc_grace: Option<u64>,
     event_retention_days: Option<u64>,
     request_timeout: Option<u64>,
+    forecast_window: Option<u64>,
+    risk_eta_days: Option<u64>,
+    risk_usage_percent: Option<u32>,
 }
 
 /// Errors of the settings.
@@ -113,6 +126,12 @@ pub struct Config {
     pub event_retention: Duration,
     /// Request timeout.
     pub request_timeout: Duration,
+    /// Window of the forecasts kept for pool lists, usage and metrics.
+    pub forecast_window: Duration,
+    /// A pool whose forecast runs out sooner than this is at risk.
+    pub risk_eta: Duration,
+    /// A pool with more than this percentage used is at risk.
+    pub risk_usage_percent: u32,
 }
 
 impl Config {
@@ -127,6 +146,17 @@ impl Config {
             gc_grace: Duration::from_secs(60),
             event_retention: Duration::from_secs(30 * 86_400),
             request_timeout: Duration::from_secs(30),
+            forecast_window: Duration::from_secs(7 * 86_400),
+            risk_eta: Duration::from_secs(7 * 86_400),
+            risk_usage_percent: 80,
+        }
+    }
+
+    /// The at-risk thresholds of pools, as the forecast takes them.
+    pub fn risk_thresholds(&self) -> kipam_core::forecast::RiskThresholds {
+        kipam_core::forecast::RiskThresholds {
+            eta_within_ms: u64::try_from(self.risk_eta.as_millis()).unwrap_or(u64::MAX),
+            usage_pct: f64::from(self.risk_usage_percent),
         }
     }
 }
@@ -203,6 +233,27 @@ impl ServeArgs {
             "event-retention-days",
             c.event_retention,
         )?;
+        c.forecast_window = secs(
+            self.forecast_window.or(file.forecast_window),
+            "forecast-window",
+            c.forecast_window,
+        )?;
+        c.risk_eta = secs(
+            self.risk_eta_days
+                .or(file.risk_eta_days)
+                .map(|d| d.saturating_mul(86_400)),
+            "risk-eta-days",
+            c.risk_eta,
+        )?;
+        if let Some(p) = self.risk_usage_percent.or(file.risk_usage_percent) {
+            if !(1..=100).contains(&p) {
+                return Err(ConfigError::Invalid {
+                    setting: "risk-usage-percent",
+                    reason: format!("{p} is not a percentage from 1 to 100"),
+                });
+            }
+            c.risk_usage_percent = p;
+        }
         if let Some(g) = self.gc_grace.or(file.gc_grace) {
             c.gc_grace = Duration::from_secs(g);
         }
@@ -228,6 +279,9 @@ mod tests {
         assert_eq!(c.listen, Some("127.0.0.1:7733".parse().unwrap()));
         assert_eq!(c.socket, Some(PathBuf::from("./kipam-data/kipamd.sock")));
         assert_eq!(c.sample_interval, Duration::from_secs(60));
+        let r = c.risk_thresholds();
+        assert_eq!(r.eta_within_ms, 7 * 86_400_000);
+        assert_eq!(r.usage_pct, 80.0);
     }
 
     #[test]
@@ -235,7 +289,7 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("kipamd-config-{}", std::process::id()));
         std::fs::create_dir_all(&dir).unwrap();
         let f = dir.join("kipamd.toml");
-        std::fs::write(&f, "data = \"/var/lib/kipam\"\nlisten = \"[::1]:8000\"\nsample-interval = 5\nsocket = \"off\"\n").unwrap();
+        std::fs::write(&f, "data = \"/var/lib/kipam\"\nlisten = \"[::1]:8000\"\nsample-interval = 5\nsocket = \"off\"\nrisk-usage-percent = 90\nrisk-eta-days = 3\n").unwrap();
         let args = ServeArgs {
             config: Some(f.clone()),
             sample_interval: Some(7),
@@ -246,6 +300,8 @@ mod tests {
         assert_eq!(c.listen, Some("[::1]:8000".parse().unwrap()));
         assert_eq!(c.socket, None);
         assert_eq!(c.sample_interval, Duration::from_secs(7));
+        assert_eq!(c.risk_usage_percent, 90);
+        assert_eq!(c.risk_eta, Duration::from_secs(3 * 86_400));
         std::fs::write(&f, "lisen = \"x\"\n").unwrap();
         assert!(matches!(args.resolve(), Err(ConfigError::Parse { .. })));
         std::fs::remove_dir_all(&dir).unwrap();
@@ -260,6 +316,16 @@ mod tests {
         assert!(a.resolve().is_err());
         let a = ServeArgs {
             sample_interval: Some(0),
+            ..ServeArgs::default()
+        };
+        assert!(a.resolve().is_err());
+        let a = ServeArgs {
+            risk_usage_percent: Some(101),
+            ..ServeArgs::default()
+        };
+        assert!(a.resolve().is_err());
+        let a = ServeArgs {
+            risk_eta_days: Some(0),
             ..ServeArgs::default()
         };
         assert!(a.resolve().is_err());

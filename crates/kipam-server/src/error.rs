@@ -172,6 +172,7 @@ fn rejection(status: StatusCode, message: String) -> ApiError {
                 message,
                 field: None,
                 conflict: None,
+                details: None,
             },
         },
     }

@@ -13,6 +13,8 @@
 //! - [`routes`]: the HTTP handlers, one module per resource, and the router.
 //! - [`auth`]: tokens, roles and the trust given to each listener.
 //! - [`error`]: one mapping from engine errors to HTTP answers.
+//! - [`forecasts`]: every pool's exhaustion forecast, refreshed by housekeeping, and the
+//!   at-risk marker.
 //! - [`metrics`]: Prometheus metrics and the engine [`engine::Observer`].
 //! - [`openapi`]: the OpenAPI document assembled from the handlers and `kipam-api` types.
 //! - [`config`]: flags, env vars and the TOML file.
@@ -22,6 +24,7 @@ pub mod auth;
 pub mod config;
 pub mod engine;
 pub mod error;
+pub mod forecasts;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

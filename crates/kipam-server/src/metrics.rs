@@ -10,7 +10,14 @@
 //! `kipam_allocations_total{pool,result}`, `kipam_allocation_duration_seconds`,
 //! `kipam_blocks{pool,node}`, `kipam_store_commit_duration_seconds`,
 //! `kipam_commit_batch_size`, `kipam_reclaimed_total`, `kipam_mutations_total{kind,result}`,
-//! `kipam_ready`.
+//! `kipam_ready`, `kipam_pool_exhaustion_eta_seconds{pool}`.
+//!
+//! `kipam_pool_exhaustion_eta_seconds` is the forecast's time to exhaustion, in seconds
+//! from the scrape, of pools that are growing (0 for full ones). A pool that is not
+//! growing, declining or without enough samples has no series at all rather than +Inf:
+//! an alert `kipam_pool_exhaustion_eta_seconds < 7*86400` reads the same either way, and
+//! an absent series does not put infinities into sums and graphs. It is refreshed with
+//! the forecasts after each housekeeping run ([`crate::forecasts`]).
 
 use std::sync::Mutex;
 use std::sync::atomic::AtomicU64;
@@ -25,6 +32,7 @@ use prometheus_client::metrics::histogram::{Histogram, exponential_buckets};
 use prometheus_client::registry::Registry;
 
 use crate::engine::{Engine, Observer};
+use crate::forecasts::Forecasts;
 
 #[derive(Clone, Debug, Hash, PartialEq, Eq, EncodeLabelSet)]
 struct PoolState {
@@ -69,6 +77,7 @@ pub struct Metrics {
     reclaimed: Counter,
     mutations: Family<KindResult, Counter>,
     ready: Gauge,
+    exhaustion_eta: Family<PoolLabel, Gauge<f64, AtomicU64>>,
     /// One scrape at a time: gauges are cleared and refilled per scrape.
     scrape: Mutex<()>,
 }
@@ -143,7 +152,14 @@ impl Metrics {
             "1 when the engine is loaded and serving",
             ready.clone(),
         );
+        let exhaustion_eta = Family::<PoolLabel, Gauge<f64, AtomicU64>>::default();
+        registry.register(
+            "kipam_pool_exhaustion_eta_seconds",
+            "Forecast seconds until a growing pool runs out (0 when full; absent when not growing or without enough samples)",
+            exhaustion_eta.clone(),
+        );
         Metrics {
+            exhaustion_eta,
             registry,
             pool_addresses,
             utilization,
@@ -173,8 +189,13 @@ impl Metrics {
         self.allocation_duration.observe(took.as_secs_f64());
     }
 
-    /// The text exposition, with pool gauges read from `engine` now.
-    pub fn render(&self, engine: Option<&Engine>) -> Result<String, std::fmt::Error> {
+    /// The text exposition, with pool gauges read from `engine` now and ETAs from
+    /// `forecasts`.
+    pub fn render(
+        &self,
+        engine: Option<&Engine>,
+        forecasts: &Forecasts,
+    ) -> Result<String, std::fmt::Error> {
         let _one = self
             .scrape
             .lock()
@@ -182,6 +203,7 @@ impl Metrics {
         self.pool_addresses.clear();
         self.utilization.clear();
         self.blocks.clear();
+        self.exhaustion_eta.clear();
         self.ready.set(i64::from(engine.is_some_and(Engine::ready)));
         if let Some(engine) = engine {
             engine.read(|ipam| {
@@ -222,6 +244,11 @@ impl Metrics {
                     }
                 }
             });
+            for (pool, secs) in forecasts.etas(engine.now()) {
+                self.exhaustion_eta
+                    .get_or_create(&PoolLabel { pool })
+                    .set(secs);
+            }
         }
         let mut out = String::new();
         encode(&mut out, &self.registry)?;

@@ -20,7 +20,7 @@ use crate::routes;
 #[openapi(
     info(
         title = "kipamd",
-        description = "kipam's IPAM daemon: pools, allocations, prefix leases, external networks, overlaps, usage, address history and GC. Errors are {\"error\": {\"code\", \"message\"}}. Address counts that may exceed 2^53 (size, free, reserved, leased) are decimal strings.",
+        description = "kipam's IPAM daemon: pools, allocations, prefix leases, external networks, overlaps, usage, address history, GC, the subnet planner and exhaustion forecasts. Errors are {\"error\": {\"code\", \"message\"}}. Address counts that may exceed 2^53 (size, free, reserved, leased) are decimal strings.",
         license(name = "Apache-2.0")
     ),
     paths(
@@ -89,7 +89,7 @@ impl Modify for Common {
             ("415", "body is not application/json"),
             (
                 "422",
-                "exhausted, or a body of valid JSON with a wrong field",
+                "exhausted, a plan that cannot fit (`infeasible`), or a body of valid JSON with a wrong field",
             ),
             (
                 "503",

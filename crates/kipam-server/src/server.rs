@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use crate::auth::{AuthMode, Tokens, TokensError, Transport};
 use crate::config::Config;
 use crate::engine::{Engine, EngineError, EngineOptions, Mutation, Observer, system_clock};
+use crate::forecasts::Forecasts;
 use crate::metrics::Metrics;
 use crate::state::AppState;
 
@@ -156,7 +157,12 @@ pub async fn run(
         tracing::info!("no --tokens: loopback TCP clients are trusted as admin");
     }
     let metrics = Arc::new(Metrics::new());
-    let state = AppState::new(auth, metrics.clone(), config.gc_grace);
+    let forecasts = Arc::new(Forecasts::new(
+        config.risk_thresholds(),
+        u64::try_from(config.forecast_window.as_millis()).unwrap_or(u64::MAX),
+    ));
+    let state =
+        AppState::new(auth, metrics.clone(), config.gc_grace).with_forecasts(forecasts.clone());
     let app = crate::routes::router(state.clone(), &config);
 
     let (stop_tx, stop_rx) = watch::channel(false);
@@ -233,6 +239,7 @@ pub async fn run(
 
     let housekeeping = tokio::spawn(housekeeping(
         engine.clone(),
+        forecasts,
         config.sample_interval,
         stop_rx.clone(),
     ));
@@ -256,9 +263,11 @@ pub async fn run(
     result
 }
 
-/// Every `interval`: usage samples, reclaims that are due, history expiry.
+/// Every `interval`: usage samples, reclaims that are due, history expiry; then the
+/// pools' forecasts are refit with the new samples.
 async fn housekeeping(
     engine: Engine,
+    forecasts: Arc<Forecasts>,
     interval: std::time::Duration,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -271,6 +280,14 @@ async fn housekeeping(
         }
         if let Err(e) = engine.apply(Mutation::Housekeeping).await {
             tracing::warn!(error = %e, "housekeeping failed; retrying next interval");
+        }
+        let (e, f) = (engine.clone(), forecasts.clone());
+        match tokio::task::spawn_blocking(move || f.refresh(&e)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "forecast refresh failed; retrying next interval")
+            }
+            Err(e) => tracing::warn!(error = %e, "forecast refresh panicked (a bug in kipamd)"),
         }
     }
 }

@@ -1,4 +1,5 @@
-//! What every handler shares: the engine (once loaded), the auth mode, the metrics.
+//! What every handler shares: the engine (once loaded), the auth mode, the metrics, the
+//! pools' forecasts.
 //!
 //! The engine is set once, after kipamd has loaded its state in the background; until
 //! then the listeners already answer (`/healthz` 200, `/readyz` and the API 503), so an
@@ -10,6 +11,7 @@ use std::time::Duration;
 use crate::auth::AuthMode;
 use crate::engine::Engine;
 use crate::error::ApiError;
+use crate::forecasts::Forecasts;
 use crate::metrics::Metrics;
 
 /// The shared state; cheap to clone.
@@ -22,6 +24,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// The default GC grace period (reported in docs and answers).
     pub gc_grace: Duration,
+    /// Every pool's forecast (refreshed by housekeeping) and the at-risk thresholds.
+    pub forecasts: Arc<Forecasts>,
 }
 
 impl AppState {
@@ -32,7 +36,14 @@ impl AppState {
             auth: Arc::new(auth),
             metrics,
             gc_grace,
+            forecasts: Arc::new(Forecasts::default()),
         }
+    }
+
+    /// Uses `forecasts` (with the configured risk thresholds) instead of the default.
+    pub fn with_forecasts(mut self, forecasts: Arc<Forecasts>) -> AppState {
+        self.forecasts = forecasts;
+        self
     }
 
     /// Installs the loaded engine (the first call wins).

@@ -756,8 +756,19 @@ fn refusals_have_the_error_shape() {
     );
     check(
         c.raw("POST", "/v1/plan", &json, Some(b"{}")).unwrap(),
-        501,
-        "not_implemented",
+        422,
+        "invalid_argument",
+    );
+    check(
+        c.raw(
+            "POST",
+            "/v1/plan",
+            &json,
+            Some(br#"{"clusters": [], "supernets": []}"#),
+        )
+        .unwrap(),
+        400,
+        "invalid_argument",
     );
     check(
         c.raw("DELETE", "/v1/pools/r?force=maybe", &[], None)

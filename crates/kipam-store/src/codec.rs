@@ -11,8 +11,9 @@ use kipam_core::{BlockSummary, Millis};
 
 /// Format byte of a block body record.
 pub const BLOCK_FORMAT: u8 = 1;
-/// Format byte of a node summaries record.
-pub const NODE_FORMAT: u8 = 1;
+/// Format byte of a node summaries record written now (2: varint deltas; 1, fixed-width
+/// fields, is still read).
+pub const NODE_FORMAT: u8 = 2;
 
 /// A block body as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -41,12 +42,20 @@ impl Writer {
     fn u64(&mut self, v: u64) {
         self.0.extend_from_slice(&v.to_le_bytes());
     }
-    fn u128(&mut self, v: u128) {
-        self.0.extend_from_slice(&v.to_le_bytes());
-    }
     fn str(&mut self, s: &str) {
         self.u32(s.len() as u32);
         self.0.extend_from_slice(s.as_bytes());
+    }
+    fn varint(&mut self, mut v: u128) {
+        loop {
+            let byte = (v & 0x7f) as u8;
+            v >>= 7;
+            if v == 0 {
+                self.0.push(byte);
+                return;
+            }
+            self.0.push(byte | 0x80);
+        }
     }
     fn opt(&mut self, v: Option<u64>) {
         match v {
@@ -95,6 +104,28 @@ impl<'a> Reader<'a> {
         let bytes = self.take(n)?;
         String::from_utf8(bytes.to_vec())
             .map_err(|_| format!("{} record holds a non-UTF-8 string", self.what))
+    }
+    fn varint(&mut self) -> Result<u128, String> {
+        let mut v: u128 = 0;
+        for shift in (0..19 * 7).step_by(7) {
+            let byte = self.u8()?;
+            v |= u128::from(byte & 0x7f)
+                .checked_shl(shift)
+                .filter(|x| x >> shift == u128::from(byte & 0x7f))
+                .ok_or_else(|| format!("{} record has a varint too large", self.what))?;
+            if byte & 0x80 == 0 {
+                return Ok(v);
+            }
+        }
+        Err(format!("{} record has a varint too long", self.what))
+    }
+    fn varint32(&mut self) -> Result<u32, String> {
+        u32::try_from(self.varint()?)
+            .map_err(|_| format!("{} record has a count too large", self.what))
+    }
+    fn varint64(&mut self) -> Result<u64, String> {
+        u64::try_from(self.varint()?)
+            .map_err(|_| format!("{} record has a time too large", self.what))
     }
     fn opt(&mut self) -> Result<Option<u64>, String> {
         match self.u8()? {
@@ -184,27 +215,85 @@ pub fn decode_block(buf: &[u8]) -> Result<BlockRecord, String> {
     })
 }
 
-/// Encodes a node's block summaries (block base as a number, then the counts).
+/// Encodes a node's block summaries, format 2: per block, in address order, the base as
+/// a varint delta from the previous block's, the four counts as varints and a flags byte
+/// saying which of the two times follow (as varints). A full /26 block takes 6 bytes,
+/// so a node with a thousand blocks rewrites ~6 KiB per allocation, not ~46 KiB.
 pub fn encode_node(summaries: &[(u128, BlockSummary)]) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(5 + summaries.len() * 50));
+    let mut sorted: Vec<&(u128, BlockSummary)> = summaries.iter().collect();
+    sorted.sort_by_key(|(base, _)| *base);
+    let mut w = Writer(Vec::with_capacity(8 + summaries.len() * 8));
     w.u8(NODE_FORMAT);
-    w.u32(summaries.len() as u32);
-    for (base, s) in summaries {
-        w.u128(*base);
-        w.u32(s.free);
-        w.u32(s.held);
-        w.u32(s.quarantined);
-        w.u32(s.reserved);
-        w.u64(s.quarantine_until);
-        w.opt(s.empty_since);
+    w.varint(sorted.len() as u128);
+    let mut prev = 0u128;
+    for (base, s) in sorted {
+        w.varint(base - prev);
+        prev = *base;
+        for count in [s.free, s.held, s.quarantined, s.reserved] {
+            w.varint(u128::from(count));
+        }
+        let flags = u8::from(s.quarantine_until != 0) | (u8::from(s.empty_since.is_some()) << 1);
+        w.u8(flags);
+        if s.quarantine_until != 0 {
+            w.varint(u128::from(s.quarantine_until));
+        }
+        if let Some(t) = s.empty_since {
+            w.varint(u128::from(t));
+        }
     }
     w.0
 }
 
-/// Decodes a node's block summaries.
+/// Decodes a node's block summaries (format 2, or the older fixed-width format 1).
 pub fn decode_node(buf: &[u8]) -> Result<Vec<(u128, BlockSummary)>, String> {
     let mut r = Reader { buf, what: "node" };
-    r.format(NODE_FORMAT)?;
+    match buf.first() {
+        Some(1) => return decode_node_v1(r),
+        Some(_) => r.format(NODE_FORMAT)?,
+        None => return Err("node record is empty".into()),
+    }
+    let n = r.varint()?;
+    let n = usize::try_from(n)
+        .ok()
+        .filter(|n| n.saturating_mul(6) <= r.buf.len())
+        .ok_or_else(|| format!("node record claims {n} blocks but is too short"))?;
+    let mut out = Vec::with_capacity(n);
+    let mut prev = 0u128;
+    for _ in 0..n {
+        let base = prev
+            .checked_add(r.varint()?)
+            .ok_or("node record has a block base out of range")?;
+        prev = base;
+        let (free, held, quarantined, reserved) =
+            (r.varint32()?, r.varint32()?, r.varint32()?, r.varint32()?);
+        let flags = r.u8()?;
+        if flags & !3 != 0 {
+            return Err(format!("node record has unknown flags {flags:#x}"));
+        }
+        let quarantine_until = if flags & 1 != 0 { r.varint64()? } else { 0 };
+        let empty_since = if flags & 2 != 0 {
+            Some(r.varint64()?)
+        } else {
+            None
+        };
+        out.push((
+            base,
+            BlockSummary {
+                free,
+                held,
+                quarantined,
+                reserved,
+                quarantine_until,
+                empty_since,
+            },
+        ));
+    }
+    r.end()?;
+    Ok(out)
+}
+
+fn decode_node_v1(mut r: Reader<'_>) -> Result<Vec<(u128, BlockSummary)>, String> {
+    r.format(1)?;
     let n = r.count(41)?;
     let mut out = Vec::with_capacity(n);
     for _ in 0..n {
@@ -250,8 +339,27 @@ mod tests {
             quarantine_until: 9,
             empty_since: Some(4),
         };
-        let v = vec![(u128::MAX - 63, s), (0, BlockSummary::default())];
-        assert_eq!(decode_node(&encode_node(&v)), Ok(v));
+        let v = vec![(0, BlockSummary::default()), (64, s), (u128::MAX - 63, s)];
+        assert_eq!(decode_node(&encode_node(&v)), Ok(v.clone()));
+        let mut unsorted = v.clone();
+        unsorted.reverse();
+        assert_eq!(decode_node(&encode_node(&unsorted)), Ok(v));
+        let full = BlockSummary {
+            free: 0,
+            held: 64,
+            quarantined: 0,
+            reserved: 0,
+            quarantine_until: 0,
+            empty_since: None,
+        };
+        let many: Vec<(u128, BlockSummary)> = (0..1000u128)
+            .map(|i| (0x0a7b_0000 + i * 64, full))
+            .collect();
+        assert!(
+            encode_node(&many).len() < 7 * 1000,
+            "compact: {}",
+            encode_node(&many).len()
+        );
     }
 
     #[test]

@@ -249,6 +249,23 @@ pub trait Txn {
     fn get(&mut self, key: &str) -> Result<Option<Record>, StoreError>;
     /// Every record whose key starts with `prefix`, sorted by key.
     fn list(&mut self, prefix: &str) -> Result<Vec<Record>, StoreError>;
+    /// [`Txn::list`] a page at a time, as [`Store::list_page`]: up to `limit` records
+    /// after `after`. For reading very large prefixes (every handle at kipamd's start)
+    /// without holding them all in memory at once. The default lists everything and cuts
+    /// the page out; backends that can seek override it.
+    fn list_page(
+        &mut self,
+        prefix: &str,
+        after: Option<&str>,
+        limit: usize,
+    ) -> Result<Vec<Record>, StoreError> {
+        Ok(self
+            .list(prefix)?
+            .into_iter()
+            .filter(|r| after.is_none_or(|a| r.key.as_str() > a))
+            .take(limit)
+            .collect())
+    }
     /// Writes `value` at `key` (created or replaced) when the transaction commits.
     fn put(&mut self, key: &str, value: Vec<u8>) -> Result<(), StoreError>;
     /// Removes `key` when the transaction commits; a no-op if it is absent.

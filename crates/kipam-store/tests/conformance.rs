@@ -90,6 +90,7 @@ macro_rules! conformance {
                 list_page_ordering,
                 invalid_keys_rejected,
                 txn_read_your_writes,
+                txn_list_page,
                 txn_rollback_on_false,
                 txn_rollback_on_error,
                 txn_without_writes,
@@ -499,6 +500,42 @@ mod cases {
             );
         }
         assert_eq!(s.current_revision().unwrap(), rev);
+    }
+
+    /// `Txn::list_page` pages through committed records and the transaction's own
+    /// writes alike, as `Txn::list` sees them.
+    pub fn txn_list_page(fx: &dyn Fixture) {
+        let s = fx.store();
+        let ops: Vec<Op> = (0..7)
+            .map(|i| put(&format!("h/{i:02}"), &[i], Expect::Absent))
+            .chain([put("h0", b"", Expect::Absent)])
+            .collect();
+        s.commit(&ops).unwrap();
+        s.run_txn(&mut |txn: &mut dyn Txn| {
+            txn.put("h/035", b"mine".to_vec())?;
+            txn.delete("h/05")?;
+            let mut paged = Vec::new();
+            let mut after: Option<String> = None;
+            loop {
+                let page = txn.list_page("h/", after.as_deref(), 3)?;
+                assert!(page.len() <= 3);
+                let Some(last) = page.last() else { break };
+                after = Some(last.key.clone());
+                paged.extend(page);
+            }
+            assert_eq!(paged, txn.list("h/")?, "pages concatenate to the listing");
+            assert_eq!(
+                keys(&paged),
+                ["h/00", "h/01", "h/02", "h/03", "h/035", "h/04", "h/06"]
+            );
+            assert!(txn.list_page("h/", None, 0)?.is_empty(), "limit 0");
+            assert_eq!(
+                keys(&txn.list_page("h/", Some("h/03"), 2)?),
+                ["h/035", "h/04"]
+            );
+            Ok(false)
+        })
+        .unwrap();
     }
 
     pub fn txn_rollback_on_false(fx: &dyn Fixture) {

@@ -22,7 +22,7 @@ use std::time::Duration;
 
 use common::TempDir;
 use kipam_store::sqlite::{DB_FILE_NAME, SCHEMA_VERSION};
-use kipam_store::{Expect, Op, SqliteOptions, SqliteStore, Store, StoreError, transact};
+use kipam_store::{Expect, Op, SqliteOptions, SqliteStore, Store, StoreError};
 
 fn opts() -> SqliteOptions {
     SqliteOptions {
@@ -462,76 +462,4 @@ fn concurrent_openers_of_a_fresh_file() {
     let store = SqliteStore::open(&dir, &opts()).unwrap();
     assert_eq!(store.list("opener/").unwrap().len(), OPENERS);
     assert_eq!(store.current_revision().unwrap(), OPENERS as u64);
-}
-
-const CHILD_DIR_ENV: &str = "KIPAM_STORE_TEST_CHILD_DIR";
-const CHILD_INCREMENTS: u64 = 100;
-
-fn increment(store: &SqliteStore) -> Result<(), StoreError> {
-    transact(store, |txn| {
-        let current = match txn.get("counter")? {
-            Some(record) => {
-                u64::from_be_bytes(record.value.as_slice().try_into().expect("8-byte counter"))
-            }
-            None => 0,
-        };
-        txn.put("counter", (current + 1).to_be_bytes().to_vec())
-    })
-}
-
-/// The body of each process spawned by `separate_processes_lose_no_update`.
-#[test]
-#[ignore = "run as a child process by separate_processes_lose_no_update"]
-fn child_increments() {
-    let dir =
-        std::env::var_os(CHILD_DIR_ENV).expect("only run by separate_processes_lose_no_update");
-    let dir = PathBuf::from(dir);
-    for _ in 0..CHILD_INCREMENTS {
-        // A fresh open per increment, like one CNI exec per ADD.
-        let store = SqliteStore::open(
-            &dir,
-            &SqliteOptions {
-                create_dir: true,
-                ..opts()
-            },
-        )
-        .expect("child open");
-        increment(&store).expect("child increment");
-    }
-}
-
-#[test]
-fn separate_processes_lose_no_update() {
-    const CHILDREN: u64 = 4;
-    let tmp = TempDir::new("procs");
-    let dir = tmp.path().join("data");
-    let exe = std::env::current_exe().unwrap();
-    let children: Vec<_> = (0..CHILDREN)
-        .map(|_| {
-            Command::new(&exe)
-                .args([
-                    "--ignored",
-                    "--exact",
-                    "child_increments",
-                    "--test-threads=1",
-                    "--quiet",
-                ])
-                .env(CHILD_DIR_ENV, &dir)
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("spawn child")
-        })
-        .collect();
-    for mut child in children {
-        assert!(child.wait().unwrap().success(), "a child process failed");
-    }
-    let store = SqliteStore::open(&dir, &opts()).unwrap();
-    let record = store.get("counter").unwrap().expect("counter");
-    let count = u64::from_be_bytes(record.value.as_slice().try_into().unwrap());
-    assert_eq!(count, CHILDREN * CHILD_INCREMENTS);
-    assert_eq!(
-        store.current_revision().unwrap(),
-        CHILDREN * CHILD_INCREMENTS
-    );
-    store.check_integrity().unwrap();
 }

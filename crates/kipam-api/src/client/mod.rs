@@ -426,6 +426,36 @@ impl Client {
         self.call(method::POST, "/v1/gc", Some(report))
     }
 
+    /// `POST /v1/plan`: the subnet planner on kipamd.
+    pub fn plan(
+        &self,
+        req: &crate::planning::PlanRequest,
+    ) -> Result<crate::planning::Plan, ClientError> {
+        self.call(method::POST, "/v1/plan", Some(req))
+    }
+
+    /// `GET /v1/pools/{name}/forecast?...`.
+    pub fn forecast(
+        &self,
+        pool: &str,
+        q: &crate::planning::ForecastQuery,
+    ) -> Result<crate::planning::ForecastView, ClientError> {
+        let mut params = Vec::new();
+        if let Some(w) = &q.window {
+            params.push(format!("window={}", encode_query(w)));
+        }
+        if let Some(n) = q.min_samples {
+            params.push(format!("minSamples={n}"));
+        }
+        if let Some(s) = &q.min_span {
+            params.push(format!("minSpan={}", encode_query(s)));
+        }
+        self.get(&with_query(
+            &format!("/v1/pools/{}/forecast", encode_segment(pool)),
+            &params,
+        ))
+    }
+
     /// `GET /v1/gc`: reclaims pending.
     pub fn pending_reclaims(&self) -> Result<GcResponse, ClientError> {
         self.get("/v1/gc")

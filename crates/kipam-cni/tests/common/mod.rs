@@ -47,8 +47,10 @@ pub fn unique() -> usize {
 /// Which IPAM plugin a flow runs with.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum IpamKind {
-    /// The plugin under test.
+    /// The plugin under test, standalone (SQLite under `dataDir`).
     Kipam,
+    /// The plugin under test in daemon mode: `daemonSocket` to a kipamd the runtime starts.
+    KipamDaemon,
     /// The reference plugin, to validate the harness.
     HostLocal,
 }
@@ -57,7 +59,7 @@ impl IpamKind {
     /// The `ipam.type` value.
     pub fn type_name(self) -> &'static str {
         match self {
-            IpamKind::Kipam => "kipam",
+            IpamKind::Kipam | IpamKind::KipamDaemon => "kipam",
             IpamKind::HostLocal => "host-local",
         }
     }
@@ -65,7 +67,7 @@ impl IpamKind {
     /// The binary.
     pub fn binary(self) -> PathBuf {
         match self {
-            IpamKind::Kipam => PathBuf::from(env!("CARGO_BIN_EXE_kipam")),
+            IpamKind::Kipam | IpamKind::KipamDaemon => PathBuf::from(env!("CARGO_BIN_EXE_kipam")),
             IpamKind::HostLocal => Path::new(PLUGIN_DIR).join("host-local"),
         }
     }
@@ -454,11 +456,14 @@ pub fn result_ips(result: &Value) -> Vec<IpAddr> {
 pub struct Runtime {
     /// The namespace that plays the host.
     pub host: Netns,
-    /// The IPAM `dataDir`.
+    /// The IPAM `dataDir` (kipamd's data directory in daemon mode).
     pub data_dir: TempDir,
     /// The IPAM plugin.
     pub kind: IpamKind,
     cni_path: String,
+    /// kipamd, in daemon mode.
+    pub daemon: Option<Kipamd>,
+    tag: String,
 }
 
 impl Runtime {
@@ -479,12 +484,32 @@ impl Runtime {
             .parent()
             .map(|p| p.display().to_string())
             .unwrap_or_default();
+        let data_dir = TempDir::new(tag);
+        let daemon = (kind == IpamKind::KipamDaemon).then(|| Kipamd::start(data_dir.path()));
         Runtime {
             host,
-            data_dir: TempDir::new(tag),
+            data_dir,
             kind,
             cni_path: format!("{kipam_dir}:{PLUGIN_DIR}"),
+            daemon,
+            tag: format!("{tag}{}", unique()),
         }
+    }
+
+    /// The `ipam` section for this runtime's plugin: [`ipam_section`] for the standalone
+    /// and reference plugins; for daemon mode, pools on kipamd for the same subnets
+    /// (gateway `.1`, no reuse delay) and `daemonSocket` + `pools`.
+    pub fn ipam_section(&self, v4: Ipv4Net, v6: Option<Ipv6Net>) -> Value {
+        let Some(d) = &self.daemon else {
+            return ipam_section(self.kind, self.data_dir.path(), v4, v6);
+        };
+        let mut pools = vec![d.pool(&format!("{}-v4", self.tag), IpNet::V4(v4))];
+        let mut routes = vec![json!({"dst": "0.0.0.0/0", "gw": nth(IpNet::V4(v4), 1).to_string()})];
+        if let Some(v6) = v6 {
+            pools.push(d.pool(&format!("{}-v6", self.tag), IpNet::V6(v6)));
+            routes.push(json!({"dst": "::/0", "gw": nth(IpNet::V6(v6), 1).to_string()}));
+        }
+        json!({"type": "kipam", "daemonSocket": d.socket, "pools": pools, "routes": routes})
     }
 
     /// Creates a bridge in the sandbox with a fixed MAC (pitfall 2).
@@ -676,4 +701,123 @@ impl Rng {
 /// Sleeps a little (used between kill decisions).
 pub fn nap(micros: u64) {
     std::thread::sleep(Duration::from_micros(micros));
+}
+
+/// A kipamd the daemon-mode tests run: its own data directory, a loopback port and a unix
+/// socket; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Kipamd {
+    child: Option<std::process::Child>,
+    /// The unix socket the plugin talks to.
+    pub socket: PathBuf,
+    /// `host:port` of its TCP listener (admin without tokens, on loopback).
+    pub addr: String,
+    data: PathBuf,
+}
+
+/// kipamd's binary: built next to `kipam` in the same target directory. A workspace test
+/// run builds it; a run of this crate alone builds it here first.
+pub fn kipamd_binary() -> PathBuf {
+    let kipam = PathBuf::from(env!("CARGO_BIN_EXE_kipam"));
+    let path = kipam.with_file_name("kipamd");
+    if !path.exists() {
+        let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+        let status = Command::new(cargo)
+            .args(["build", "-p", "kipam-server", "--bin", "kipamd"])
+            .status()
+            .expect("run cargo to build kipamd");
+        assert!(status.success(), "building kipamd failed");
+    }
+    path
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free loopback port")
+}
+
+impl Kipamd {
+    /// Starts kipamd on `data` and waits until it is ready.
+    pub fn start(data: &Path) -> Kipamd {
+        let socket = data.join("kipamd.sock");
+        let addr = format!("127.0.0.1:{}", free_port());
+        let mut d = Kipamd {
+            child: None,
+            socket,
+            addr,
+            data: data.to_path_buf(),
+        };
+        d.launch();
+        d
+    }
+
+    fn launch(&mut self) {
+        let child = Command::new(kipamd_binary())
+            .arg("--data")
+            .arg(&self.data)
+            .arg("--listen")
+            .arg(&self.addr)
+            .arg("--socket")
+            .arg(&self.socket)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start kipamd");
+        self.child = Some(child);
+        let client =
+            kipam_api::client::Client::new(kipam_api::client::Endpoint::Unix(self.socket.clone()))
+                .with_timeout(Duration::from_secs(2));
+        for _ in 0..300 {
+            if client.ready().is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("kipamd did not become ready on {}", self.socket.display());
+    }
+
+    /// Stops kipamd gracefully (SIGTERM) and waits for it.
+    pub fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = Command::new("kill")
+                .arg("-TERM")
+                .arg(child.id().to_string())
+                .status();
+            for _ in 0..500 {
+                if let Ok(Some(_)) = child.try_wait() {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+            }
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Starts it again on the same data, socket and port.
+    pub fn restart(&mut self) {
+        self.stop();
+        self.launch();
+    }
+
+    /// Creates a pool for `cidr` (gateway `.1`, no reuse delay) and returns its name.
+    pub fn pool(&self, name: &str, cidr: IpNet) -> String {
+        let mut c = kipam_core::PoolConfig::new(name, cidr);
+        c.reuse_delay_seconds = 0;
+        c.gateway = Some(nth(cidr, 1));
+        c.purpose = kipam_core::Purpose::Pod;
+        let client =
+            kipam_api::client::Client::new(kipam_api::client::Endpoint::Tcp(self.addr.clone()));
+        client
+            .create_pool(&c)
+            .expect("create the test pool on kipamd");
+        name.to_string()
+    }
+}
+
+impl Drop for Kipamd {
+    fn drop(&mut self) {
+        self.stop();
+    }
 }

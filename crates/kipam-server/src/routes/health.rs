@@ -31,7 +31,10 @@ pub async fn readyz(State(state): State<AppState>) -> Result<axum::Json<Status>,
 #[utoipa::path(get, path = "/metrics", tag = "health",
     responses((status = 200, description = "Prometheus text format", body = String, content_type = "text/plain")))]
 pub async fn metrics(State(state): State<AppState>) -> Response {
-    match state.metrics.render(state.engine_if_loaded()) {
+    match state
+        .metrics
+        .render(state.engine_if_loaded(), &state.forecasts)
+    {
         Ok(text) => (
             StatusCode::OK,
             [(

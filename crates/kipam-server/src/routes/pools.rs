@@ -1,4 +1,7 @@
 //! `/v1/pools`: create, list, show, patch (JSON merge patch), delete.
+//!
+//! Pools in list and show answers carry `atRisk` when their forecast or usage crosses
+//! kipamd's risk thresholds ([`crate::forecasts`]).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -13,6 +16,7 @@ fn view(p: &Pool) -> PoolView {
     PoolView {
         config: p.config().clone(),
         usage: UsageCounts::new(p.config().family(), &p.usage()),
+        at_risk: None,
     }
 }
 
@@ -22,11 +26,22 @@ fn find(ipam: &Ipam, name: &str) -> Result<PoolView, ApiError> {
         .ok_or_else(|| kipam_core::Error::PoolNotFound { pool: name.into() }.into())
 }
 
+/// Adds the at-risk marker to a view made at `now`.
+fn judged(state: &AppState, now: kipam_core::Millis, mut v: PoolView) -> PoolView {
+    v.at_risk = state
+        .forecasts
+        .at_risk(&v.config.name, v.usage.percent_used, now);
+    v
+}
+
 /// Every pool with its usage, by name.
 #[utoipa::path(get, path = "/v1/pools", tag = "pools",
     responses((status = 200, body = PoolList)))]
 pub async fn list(State(state): State<AppState>) -> Result<axum::Json<PoolList>, ApiError> {
-    let items = state.engine()?.read(|i| i.pools().map(view).collect());
+    let engine = state.engine()?;
+    let now = engine.now();
+    let items = engine.read(|i| i.pools().map(view).collect::<Vec<_>>());
+    let items = items.into_iter().map(|v| judged(&state, now, v)).collect();
     Ok(axum::Json(PoolList { items }))
 }
 
@@ -56,7 +71,9 @@ pub async fn show(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
 ) -> Result<axum::Json<PoolView>, ApiError> {
-    Ok(axum::Json(state.engine()?.read(|i| find(i, &name))?))
+    let engine = state.engine()?;
+    let v = engine.read(|i| find(i, &name))?;
+    Ok(axum::Json(judged(&state, engine.now(), v)))
 }
 
 /// RFC 7386 merge: objects merge key by key, `null` removes, anything else replaces.
@@ -113,7 +130,8 @@ pub async fn update(
         ));
     }
     engine.apply(Mutation::UpdatePool(config)).await?;
-    Ok(axum::Json(engine.read(|i| find(i, &name))?))
+    let v = engine.read(|i| find(i, &name))?;
+    Ok(axum::Json(judged(&state, engine.now(), v)))
 }
 
 /// Deletes a pool. Refused (409) while it holds allocations or leases unless

@@ -1,4 +1,4 @@
-//! `/v1/usage`: address counts per pool and per node.
+//! `/v1/usage`: address counts per pool and per node, and which pools are at risk.
 
 use std::collections::BTreeMap;
 
@@ -44,12 +44,14 @@ pub async fn report(State(state): State<AppState>) -> Result<axum::Json<UsageRep
                     free,
                 });
             }
+            let counts = UsageCounts::new(c.family(), &p.usage());
             pools.push(PoolUsageView {
                 pool: c.name.clone(),
                 cidr: c.cidr.to_string(),
                 scope: c.scope.clone(),
                 purpose: c.purpose,
-                counts: UsageCounts::new(c.family(), &p.usage()),
+                at_risk: state.forecasts.at_risk(&c.name, counts.percent_used, now),
+                counts,
                 nodes,
             });
         }
