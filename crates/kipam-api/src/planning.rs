@@ -90,12 +90,30 @@ pub struct ForecastQuery {
     pub min_span: Option<String>,
 }
 
-/// A pool's exhaustion forecast, with its evidence (`GET /v1/pools/{name}/forecast`).
+/// The node parameter of `GET /v1/pools/{name}/forecast` (a query of its own beside
+/// [`ForecastQuery`], which [`crate::client::Client::forecast`] sends whole).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize, Deserialize, utoipa::IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(rename_all = "camelCase")]
+pub struct ForecastNodeQuery {
+    /// Forecast this node's blocks in the pool instead of the whole pool: when they are
+    /// full (with `maxBlocksPerNode`, when the node can take no more addresses without
+    /// borrowing from other nodes' blocks). 404 when the node has no blocks in the pool
+    /// and no samples in the window.
+    #[serde(default)]
+    pub node: Option<String>,
+}
+
+/// A pool's exhaustion forecast, with its evidence (`GET /v1/pools/{name}/forecast`),
+/// or that of one node's blocks in the pool (`?node=`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize, ToSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ForecastView {
     /// The pool.
     pub pool: String,
+    /// The node whose blocks are forecast (`?node=`); absent for the whole pool.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub node: Option<String>,
     /// When the forecast was made (RFC 3339).
     pub time: String,
     /// The conclusion: `growing`, `not-growing`, `declining`, `full`, `not-enough-data`.
@@ -111,10 +129,13 @@ pub struct ForecastView {
     pub to: String,
     /// Samples in the window.
     pub samples: u64,
-    /// Addresses in use now (held, quarantined, leased), as a decimal string.
+    /// Addresses in use now (held, quarantined, leased; for a node, held and quarantined
+    /// in its blocks), as a decimal string.
     #[schema(example = "1200")]
     pub used: String,
-    /// Usable addresses now (size minus reserved), as a decimal string.
+    /// Usable addresses now (size minus reserved; for a node, what its blocks can hold:
+    /// `maxBlocksPerNode` blocks, or its current blocks without a limit, minus the reserved
+    /// addresses of its current blocks), as a decimal string.
     #[schema(example = "65280")]
     pub size: String,
     /// `used / size` in percent, now.
@@ -144,6 +165,7 @@ impl ForecastView {
     pub fn new(pool: &str, f: &Forecast, now: Millis, thresholds: &RiskThresholds) -> ForecastView {
         ForecastView {
             pool: pool.to_string(),
+            node: None,
             time: crate::time::format(now),
             status: f.status,
             window: format_duration(f.window_ms),

@@ -735,6 +735,28 @@ fn forecast_sees_a_pool_grow_and_marks_it_at_risk() {
         human.contains("status:") && human.contains("growing") && human.contains("R²"),
         "{human}"
     );
+    // One node's blocks: w1 holds every address of grow, and grows with it.
+    let node = d
+        .ctl(&[
+            "forecast",
+            "grow",
+            "--node",
+            "w1",
+            "--window",
+            "1m",
+            "--min-span",
+            "4s",
+            "-o",
+            "json",
+        ])
+        .json();
+    assert_eq!(node["node"], "w1", "{node:#}");
+    assert_eq!(node["status"], "growing", "{node:#}");
+    let human = d
+        .ctl(&["forecast", "grow", "--node", "w1", "--window", "1m"])
+        .ok()
+        .to_string();
+    assert!(human.contains("node:") && human.contains("w1"), "{human}");
     // Every pool, soonest ETA first; the flat one is not growing.
     let all = d
         .ctl(&[
@@ -800,4 +822,8 @@ fn forecast_sees_a_pool_grow_and_marks_it_at_risk() {
     d.ctl(&["forecast", "grow", "--window", "soon"])
         .fails(2, &["is not a duration"]);
     d.ctl(&["forecast", "nope"]).fails(6, &[]);
+    // A node needs its pool; a node with no blocks in it is not found.
+    d.ctl(&["forecast", "--node", "w1"]).fails(2, &["<POOL>"]);
+    d.ctl(&["forecast", "grow", "--node", "w2"])
+        .fails(6, &["node \"w2\" has no blocks in pool \"grow\""]);
 }

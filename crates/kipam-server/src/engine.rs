@@ -16,7 +16,8 @@
 //!
 //! History lives in the store: an event per allocate / release / lease / reclaim, under
 //! `events/{seq}` and, per address, `history/{addr}/{seq}`, kept for the retention period.
-//! Usage samples per pool (`samples/{pool}/{time}`) feed the exhaustion forecast.
+//! Usage samples per pool (`samples/{pool}/{time}`) and per node of a pool
+//! (`node-samples/{pool}/{node}/{time}`, the node's blocks) feed the exhaustion forecast.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
@@ -159,8 +160,11 @@ pub struct PendingReclaim {
 pub enum Outcome {
     /// Nothing to report.
     Done,
-    /// Addresses allocated (or already held) / released.
+    /// Addresses released (or, for an allocation, held without a handle record).
     Addresses(Vec<HeldAddr>),
+    /// An allocation: the handle as committed, so callers need not read the engine again
+    /// (a read would wait for the next batch's commit).
+    Allocated(Box<kipam_core::Handle>),
     /// A lease made.
     Lease(Lease),
     /// A lease or network removed (false: there was none).
@@ -310,6 +314,57 @@ fn history_key(addr: IpAddr, seq: u64) -> String {
 
 fn sample_key(pool: &str, time: Millis) -> String {
     format!("samples/{}/{time:020}", kipam_store::ipam::esc(pool))
+}
+
+/// The prefix of every node sample of `pool`.
+fn node_samples_prefix(pool: &str) -> String {
+    format!("node-samples/{}/", kipam_store::ipam::esc(pool))
+}
+
+fn node_sample_key(pool: &str, node: &str, time: Millis) -> String {
+    format!(
+        "node-samples/{}/{}/{time:020}",
+        kipam_store::ipam::esc(pool),
+        kipam_store::ipam::esc(node)
+    )
+}
+
+/// The usage of `node`'s blocks in `pool`, as node samples count it: `(used, usable)`,
+/// None when the node has no blocks in the pool. Used is held + quarantined. Usable is
+/// what the node's blocks can hold: with `maxBlocksPerNode = m`, m blocks' addresses
+/// (at least its current blocks', should the limit have been lowered below them) minus
+/// the reserved addresses of its current blocks; without a limit, its current blocks'
+/// addresses minus reserved.
+pub fn node_usage(pool: &kipam_core::Pool, node: &str) -> Option<(u128, u128)> {
+    let blocks = pool.node_summaries(node);
+    if blocks.is_empty() {
+        return None;
+    }
+    let (mut used, mut size, mut reserved) = (0u128, 0u128, 0u128);
+    for (_, b) in &blocks {
+        let held = u128::from(b.held) + u128::from(b.quarantined);
+        used += held;
+        size += held + u128::from(b.free) + u128::from(b.reserved);
+        reserved += u128::from(b.reserved);
+    }
+    if let Some(m) = pool.config().max_blocks_per_node {
+        let bits = pool.prefix().family.bits();
+        let block = 1u128
+            .checked_shl(u32::from(bits.saturating_sub(pool.block_len())))
+            .unwrap_or(u128::MAX);
+        let n = u128::from(m).max(blocks.len() as u128);
+        size = size.max(n.saturating_mul(block));
+    }
+    Some((used, size.saturating_sub(reserved)))
+}
+
+fn decode_sample(key: &str, value: &[u8]) -> Result<Sample, EngineError> {
+    serde_json::from_slice(value).map_err(|e| {
+        EngineError::Ipam(IpamError::Corrupt {
+            key: key.to_string(),
+            detail: e.to_string(),
+        })
+    })
 }
 
 fn gc_key(handle: &str) -> String {
@@ -465,13 +520,36 @@ impl Engine {
         while let Some(after) = cursor.take() {
             let page = reader.list_page(&prefix, Some(&after), 10_000)?;
             for r in &page {
-                let s: Sample = serde_json::from_slice(&r.value).map_err(|e| {
-                    EngineError::Ipam(IpamError::Corrupt {
-                        key: r.key.clone(),
-                        detail: e.to_string(),
-                    })
-                })?;
-                out.push(s);
+                out.push(decode_sample(&r.key, &r.value)?);
+            }
+            if page.len() == 10_000 {
+                cursor = page.last().map(|r| r.key.clone());
+            }
+        }
+        Ok(out)
+    }
+
+    /// Usage samples of `node`'s blocks in `pool` since `since`, oldest first (empty when
+    /// the node never had blocks there, or none within the retention).
+    pub fn node_samples(
+        &self,
+        pool: &str,
+        node: &str,
+        since: Millis,
+    ) -> Result<Vec<Sample>, EngineError> {
+        let prefix = format!(
+            "{}{}/",
+            node_samples_prefix(pool),
+            kipam_store::ipam::esc(node)
+        );
+        let after = node_sample_key(pool, node, since.saturating_sub(1));
+        let reader = lock(&self.shared.reader);
+        let mut out = Vec::new();
+        let mut cursor = Some(after);
+        while let Some(after) = cursor.take() {
+            let page = reader.list_page(&prefix, Some(&after), 10_000)?;
+            for r in &page {
+                out.push(decode_sample(&r.key, &r.value)?);
             }
             if page.len() == 10_000 {
                 cursor = page.last().map(|r| r.key.clone());
@@ -513,6 +591,8 @@ struct Applied {
 struct Extra {
     events: Vec<Event>,
     samples: Vec<(String, Sample)>,
+    /// (pool, node, sample) of each node with blocks.
+    node_samples: Vec<(String, String, Sample)>,
     pending_put: BTreeSet<String>,
     pending_del: BTreeSet<String>,
     deletes: Vec<String>,
@@ -639,6 +719,7 @@ impl Writer {
                 extra
                     .deletes
                     .push(format!("samples/{}/", kipam_store::ipam::esc(name)));
+                extra.deletes.push(node_samples_prefix(name));
                 Ok(Outcome::Done)
             }
             Mutation::Allocate(req) => {
@@ -659,7 +740,10 @@ impl Writer {
                         extra.pending_del.insert(req.handle.clone());
                     }
                 }
-                Ok(Outcome::Addresses(got))
+                match ipam.handle(&req.handle) {
+                    Some(h) => Ok(Outcome::Allocated(Box::new(h.clone()))),
+                    None => Ok(Outcome::Addresses(got)),
+                }
             }
             Mutation::Release { handle } => {
                 let h = ipam.handle(handle).cloned();
@@ -795,6 +879,20 @@ impl Writer {
                     usable: u64::try_from(usable).unwrap_or(u64::MAX),
                 },
             ));
+            for node in p.loaded_nodes() {
+                let Some((used, usable)) = node_usage(p, node) else {
+                    continue;
+                };
+                extra.node_samples.push((
+                    p.config().name.clone(),
+                    node.to_string(),
+                    Sample {
+                        time: now,
+                        used: u64::try_from(used).unwrap_or(u64::MAX),
+                        usable: u64::try_from(usable).unwrap_or(u64::MAX),
+                    },
+                ));
+            }
         }
         Ok(())
     }
@@ -827,6 +925,52 @@ impl Writer {
                 }
                 txn.delete(&r.key)?;
             }
+            self.expire_node_samples(txn, &reader, &p.key["pools/".len()..], sample_cutoff)?;
+        }
+        Ok(())
+    }
+
+    /// Deletes the node samples of the pool stored as `pool` (escaped) older than
+    /// `cutoff`. Keys sort by node, then time: each node's oldest key is found with a
+    /// one-row seek past the previous node, and at most a page of its samples is deleted
+    /// per run, like pool samples. Nodes that left the pool keep their samples until
+    /// these expire.
+    fn expire_node_samples(
+        &self,
+        txn: &mut dyn Txn,
+        reader: &SqliteStore,
+        pool: &str,
+        cutoff: Millis,
+    ) -> Result<(), StoreError> {
+        let prefix = format!("node-samples/{pool}/");
+        let mut after: Option<String> = None;
+        loop {
+            let Some(first) = reader
+                .list_page(&prefix, after.as_deref(), 1)?
+                .into_iter()
+                .next()
+            else {
+                break;
+            };
+            // `{node}/{time}`; node names are escaped, so the last `/` ends the node.
+            let rest = &first.key[prefix.len()..];
+            let Some(slash) = rest.rfind('/') else {
+                after = Some(first.key.clone());
+                continue;
+            };
+            let node_prefix = format!("{prefix}{}", &rest[..=slash]);
+            let oldest: Millis = rest[slash + 1..].parse().unwrap_or(0);
+            if oldest < cutoff {
+                for r in reader.list_page(&node_prefix, None, 1000)? {
+                    let t: Millis = r.key[node_prefix.len()..].parse().unwrap_or(0);
+                    if t >= cutoff {
+                        break;
+                    }
+                    txn.delete(&r.key)?;
+                }
+            }
+            // Past every `{node}/...` key: `0` is the byte after `/`.
+            after = Some(format!("{}0", &node_prefix[..node_prefix.len() - 1]));
         }
         Ok(())
     }
@@ -875,6 +1019,12 @@ impl Writer {
                     for (pool, s) in &extra.samples {
                         txn.put(
                             &sample_key(pool, s.time),
+                            serde_json::to_vec(s).unwrap_or_default(),
+                        )?;
+                    }
+                    for (pool, node, s) in &extra.node_samples {
+                        txn.put(
+                            &node_sample_key(pool, node, s.time),
                             serde_json::to_vec(s).unwrap_or_default(),
                         )?;
                     }

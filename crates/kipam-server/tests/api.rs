@@ -869,3 +869,72 @@ fn dashboard_is_self_contained() {
         "no external assets"
     );
 }
+
+#[test]
+fn forecast_of_one_nodes_blocks() {
+    let d = Daemon::start(&["--sample-interval", "1"]);
+    let c = d.client();
+    // /26 blocks, at most 2 per node: a node's blocks can hold 128 addresses, less the
+    // pool's network address for n2, whose block is the first.
+    let mut p = pool("nf", "10.88.0.0/24");
+    p.max_blocks_per_node = Some(2);
+    c.create_pool(&p).unwrap();
+    c.allocate(&AllocateRequest::from_pools("flat", "n2", &["nf"]))
+        .unwrap();
+    let get = |q: &str| {
+        let r = c
+            .raw("GET", &format!("/v1/pools/nf/forecast?{q}"), &[], None)
+            .unwrap();
+        let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap();
+        (r.status, body)
+    };
+    let q = "window=1m&minSpan=4s&node=n1";
+    // n1 has neither blocks nor samples yet.
+    let (s, b) = get(q);
+    assert_eq!(s, 404, "{b:#}");
+    assert_eq!(b["error"]["code"], "not_found", "{b:#}");
+    assert_eq!(b["error"]["field"], "node", "{b:#}");
+    // Grow n1 by 4 addresses a second for 8 s while kipamd samples every second.
+    let start = Instant::now();
+    let mut n = 0;
+    while start.elapsed() < Duration::from_secs(8) {
+        for _ in 0..2 {
+            c.allocate(&AllocateRequest::from_pools(
+                &format!("h{n}"),
+                "n1",
+                &["nf"],
+            ))
+            .unwrap();
+            n += 1;
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let (s, f) = get(q);
+    assert_eq!(s, 200, "{f:#}");
+    assert_eq!(f["pool"], "nf");
+    assert_eq!(f["node"], "n1");
+    assert_eq!(f["status"], "growing", "{f:#}");
+    assert_eq!(f["used"], n.to_string(), "{f:#}");
+    assert_eq!(f["size"], "128", "{f:#}");
+    let per_day = f["growthPerDay"].as_f64().unwrap();
+    // 4 addresses/s is 345,600 a day; allow for timing slack.
+    assert!((200_000.0..500_000.0).contains(&per_day), "{f:#}");
+    assert!(f["etaSeconds"].as_u64().unwrap() < 120, "{f:#}");
+    // The node that did not grow; the pool as a whole has no `node`.
+    let (s, flat) = get("window=1m&minSpan=4s&node=n2");
+    assert_eq!(s, 200, "{flat:#}");
+    assert_eq!(flat["status"], "not-growing", "{flat:#}");
+    assert_eq!(flat["size"], "127", "{flat:#}");
+    let (s, whole) = get("window=1m&minSpan=4s");
+    assert_eq!(s, 200, "{whole:#}");
+    assert!(whole.get("node").is_none(), "{whole:#}");
+    assert_eq!(whole["status"], "growing", "{whole:#}");
+    // Refusals: an empty node, a pool that does not exist.
+    let (s, b) = get("node=");
+    assert_eq!(s, 400, "{b:#}");
+    assert_eq!(b["error"]["field"], "node", "{b:#}");
+    let r = c
+        .raw("GET", "/v1/pools/nope/forecast?node=n1", &[], None)
+        .unwrap();
+    assert_eq!(r.status, 404);
+}

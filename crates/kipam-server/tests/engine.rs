@@ -59,6 +59,7 @@ fn alloc(handle: &str, node: &str, pools: &[&str]) -> Mutation {
 fn addrs(o: Outcome) -> Vec<IpAddr> {
     match o {
         Outcome::Addresses(a) => a.into_iter().map(|h| h.addr).collect(),
+        Outcome::Allocated(h) => h.addrs.into_iter().map(|h| h.addr).collect(),
         other => panic!("expected addresses, got {other:?}"),
     }
 }
@@ -233,6 +234,68 @@ async fn housekeeping_records_usage_samples() {
     let used: Vec<u64> = samples.iter().map(|s| s.used).collect();
     assert_eq!(used, vec![1, 2, 3, 4, 5]);
     assert!(samples.iter().all(|s| s.usable == 254));
+    e.shutdown();
+}
+
+#[tokio::test]
+async fn housekeeping_records_node_usage_samples() {
+    let dir = TempDir::new("node-samples");
+    let (c, t) = clock();
+    let e = open(&dir, &c);
+    // /26 blocks (64 addresses); the pool's network address is reserved in the first.
+    pool(&e, "pods", "10.85.0.0/24").await;
+    let mut lim = PoolConfig::new("lim", "10.86.0.0/24".parse().unwrap());
+    lim.reuse_delay_seconds = 0;
+    lim.max_blocks_per_node = Some(2);
+    e.apply(Mutation::CreatePool(lim)).await.unwrap();
+    e.apply(alloc("other", "n2", &["pods"])).await.unwrap();
+    let start = t.load(Ordering::SeqCst);
+    for i in 0..5 {
+        e.apply(alloc(&format!("h{i}"), "n1", &["pods", "lim"]))
+            .await
+            .unwrap();
+        t.fetch_add(60_000, Ordering::SeqCst);
+        e.apply(Mutation::Housekeeping).await.unwrap();
+    }
+    let used = |v: &[kipam_server::engine::Sample]| v.iter().map(|s| s.used).collect::<Vec<_>>();
+    let n1 = e.node_samples("pods", "n1", start).unwrap();
+    assert_eq!(used(&n1), vec![1, 2, 3, 4, 5]);
+    // n2 came first: its block is 10.85.0.0/26, less the reserved network address.
+    assert!(n1.iter().all(|s| s.usable == 64), "{n1:?}");
+    let n2 = e.node_samples("pods", "n2", start).unwrap();
+    assert_eq!(used(&n2), vec![1; 5]);
+    assert!(n2.iter().all(|s| s.usable == 63), "{n2:?}");
+    // With maxBlocksPerNode = 2: two blocks' addresses, less its block's reserved one.
+    let lim = e.node_samples("lim", "n1", start).unwrap();
+    assert_eq!(used(&lim), vec![1, 2, 3, 4, 5]);
+    assert!(lim.iter().all(|s| s.usable == 127), "{lim:?}");
+    assert!(e.node_samples("lim", "n2", start).unwrap().is_empty());
+    assert!(e.node_samples("pods", "nobody", start).unwrap().is_empty());
+    // `since` is inclusive.
+    assert_eq!(e.node_samples("pods", "n1", n1[3].time).unwrap().len(), 2);
+    e.shutdown();
+
+    // Durable; past the retention (90 days) only the newest survive.
+    let e = open(&dir, &c);
+    assert_eq!(e.node_samples("pods", "n1", start).unwrap().len(), 5);
+    // Samples were taken 1 to 5 minutes after `start`, and the clock is at 5: a run at
+    // 90 days and 2.5 minutes after `start` expires the first two and takes one more.
+    t.fetch_add(90 * 86_400_000 - 150_000, Ordering::SeqCst);
+    e.apply(Mutation::Housekeeping).await.unwrap();
+    let kept = e.node_samples("pods", "n1", 0).unwrap();
+    assert_eq!(used(&kept), vec![3, 4, 5, 5], "{kept:?}");
+    assert_eq!(e.node_samples("pods", "n2", 0).unwrap().len(), 4);
+    assert_eq!(e.node_samples("lim", "n1", 0).unwrap().len(), 4);
+    // Deleting the pool deletes its node samples, and no other pool's.
+    e.apply(Mutation::DeletePool {
+        name: "pods".into(),
+        force: true,
+    })
+    .await
+    .unwrap();
+    assert!(e.node_samples("pods", "n1", 0).unwrap().is_empty());
+    assert!(e.node_samples("pods", "n2", 0).unwrap().is_empty());
+    assert_eq!(e.node_samples("lim", "n1", 0).unwrap().len(), 4);
     e.shutdown();
 }
 

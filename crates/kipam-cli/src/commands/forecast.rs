@@ -1,9 +1,14 @@
 //! `kipamctl forecast [POOL]`: when pools run out, from kipamd's usage samples — the
 //! status (growing, not growing, declining, full, not enough data), the growth per day
 //! over the window, R², the confidence, the ETA and the at-risk marker. Without a pool,
-//! every pool, soonest ETA first.
+//! every pool, soonest ETA first. With `--node`, the forecast of one node's blocks in the
+//! pool: when they are full (with `maxBlocksPerNode`, when the node can take no more
+//! addresses without borrowing from other nodes' blocks).
 
 use clap::Args;
+use kipam_api::ErrorBody;
+use kipam_api::client::http::{encode_query, encode_segment};
+use kipam_api::client::{Client, ClientError};
 use kipam_api::planning::{ForecastQuery, ForecastView, format_duration};
 
 use crate::output::{Table, group, wire};
@@ -14,6 +19,9 @@ use crate::{CliError, Ctx, Outcome, parse};
 pub struct ForecastArgs {
     /// The pool [default: every pool].
     pub pool: Option<String>,
+    /// Forecast this node's blocks in the pool instead of the whole pool.
+    #[arg(long, requires = "pool")]
+    pub node: Option<String>,
     /// Trailing window of samples to fit: 30s, 90m, 12h, 7d.
     #[arg(long, default_value = "7d", value_parser = parse::duration)]
     pub window: String,
@@ -33,6 +41,15 @@ pub fn run(ctx: &Ctx, a: ForecastArgs) -> Result<Outcome, CliError> {
         min_samples: a.min_samples,
         min_span: a.min_span.clone(),
     };
+    if let (Some(pool), Some(node)) = (&a.pool, &a.node) {
+        let f = node_forecast(&c, pool, node, &q)?;
+        if ctx.out.json() {
+            ctx.out.value(&f)?;
+        } else {
+            ctx.out.text(&detail(&f))?;
+        }
+        return Ok(Outcome::Ok);
+    }
     let names = match &a.pool {
         Some(p) => vec![p.clone()],
         None => c
@@ -106,6 +123,9 @@ pub fn detail(f: &ForecastView) -> String {
     let mut t = Table::new(&["", ""]);
     let mut kv = |k: &str, v: String| t.row(vec![format!("{k}:"), v]);
     kv("pool", f.pool.clone());
+    if let Some(n) = &f.node {
+        kv("node", n.clone());
+    }
     kv("status", wire(&f.status));
     kv(
         "used",
@@ -142,4 +162,50 @@ pub fn detail(f: &ForecastView) -> String {
             .map_or_else(|| "no".into(), |r| format!("yes: {}", r.message)),
     );
     t.render().trim_start_matches('\n').to_string()
+}
+
+/// `GET /v1/pools/{pool}/forecast?node=...`: [`Client::forecast`] sends the query of a
+/// pool's forecast only, so the node's is sent here, with the same refusals.
+fn node_forecast(
+    c: &Client,
+    pool: &str,
+    node: &str,
+    q: &ForecastQuery,
+) -> Result<ForecastView, ClientError> {
+    let mut params = vec![format!("node={}", encode_query(node))];
+    if let Some(w) = &q.window {
+        params.push(format!("window={}", encode_query(w)));
+    }
+    if let Some(n) = q.min_samples {
+        params.push(format!("minSamples={n}"));
+    }
+    if let Some(s) = &q.min_span {
+        params.push(format!("minSpan={}", encode_query(s)));
+    }
+    let path = format!(
+        "/v1/pools/{}/forecast?{}",
+        encode_segment(pool),
+        params.join("&")
+    );
+    let resp = c.raw("GET", &path, &[], None)?;
+    if !(200..300).contains(&resp.status) {
+        return Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
+            Ok(b) => ClientError::Status {
+                status: resp.status,
+                code: b.error.code,
+                message: b.error.message.clone(),
+                body: Some(Box::new(b)),
+            },
+            Err(_) => ClientError::Status {
+                status: resp.status,
+                code: kipam_api::ErrorCode::Internal,
+                message: String::from_utf8_lossy(&resp.body).into_owned(),
+                body: None,
+            },
+        });
+    }
+    serde_json::from_slice(&resp.body).map_err(|source| ClientError::Decode {
+        status: resp.status,
+        source,
+    })
 }

@@ -38,8 +38,13 @@ pub async fn allocate(
         .collect();
     let started = Instant::now();
     match engine.apply(Mutation::Allocate(core)).await {
-        Ok(_) => {
-            let view = engine.read(|i| i.handle(&req.handle).map(AllocationView::from));
+        Ok(outcome) => {
+            // The committed handle comes with the answer; reading the engine here would
+            // wait for the writer's next commit.
+            let view = match outcome {
+                Outcome::Allocated(h) => Some(AllocationView::from(h.as_ref())),
+                _ => engine.read(|i| i.handle(&req.handle).map(AllocationView::from)),
+            };
             let view = view.ok_or_else(|| {
                 ApiError::not_found(format!(
                     "handle {:?} was released while it was being allocated",

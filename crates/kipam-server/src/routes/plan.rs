@@ -1,4 +1,5 @@
-//! `/v1/plan` (subnet planner) and `/v1/pools/{name}/forecast` (time to exhaustion).
+//! `/v1/plan` (subnet planner) and `/v1/pools/{name}/forecast` (time to exhaustion, of a
+//! pool or of one node's blocks in it).
 //!
 //! Both are thin: the arithmetic is kipam-core's ([`kipam_core::planner`],
 //! [`kipam_core::forecast`]). The planner is pure and needs no engine, so it answers while
@@ -11,11 +12,14 @@
 use axum::extract::State;
 use axum::http::StatusCode;
 use kipam_api::ErrorCode;
-use kipam_api::planning::{AtRisk, ForecastQuery, ForecastView, Plan, PlanRequest, parse_duration};
+use kipam_api::planning::{
+    AtRisk, ForecastNodeQuery, ForecastQuery, ForecastView, Plan, PlanRequest, parse_duration,
+};
 use kipam_core::forecast::{DAY_MS, ForecastOptions, at_risk, forecast as fit};
 use kipam_core::planner::PlanError;
 use serde_json::json;
 
+use crate::engine::{EngineError, Sample, node_usage};
 use crate::error::{ApiError, ApiJson, ApiPath, ApiQuery};
 use crate::forecasts::to_sample;
 use crate::state::AppState;
@@ -155,15 +159,23 @@ pub fn plan_error(e: PlanError) -> ApiError {
 /// When a pool will run out, from its usage samples: a least-squares trend over the
 /// window, with the growth rate, R², a confidence and the at-risk marker. "Not growing"
 /// and "not enough data" are answers, not errors.
+///
+/// With `node`, the same for that node's blocks in the pool, from the node's own
+/// samples: when they are full (with `maxBlocksPerNode`, when the node can take no more
+/// addresses without borrowing).
 #[utoipa::path(get, path = "/v1/pools/{name}/forecast", tag = "planning",
-    params(("name" = String, Path, description = "Pool name (percent-encoded)"), ForecastQuery),
+    params(("name" = String, Path, description = "Pool name (percent-encoded)"), ForecastQuery, ForecastNodeQuery),
     responses((status = 200, body = ForecastView)))]
 pub async fn forecast(
     State(state): State<AppState>,
     ApiPath(name): ApiPath<String>,
     ApiQuery(q): ApiQuery<ForecastQuery>,
+    ApiQuery(nq): ApiQuery<ForecastNodeQuery>,
 ) -> Result<axum::Json<ForecastView>, ApiError> {
     let opts = options(&q)?;
+    if let Some(node) = nq.node {
+        return node_forecast(&state, name, node, opts).await;
+    }
     let engine = state.engine()?;
     // The pool's usage now, as the engine's samples count it: held + quarantined +
     // leased of the usable (size - reserved) addresses.
@@ -184,16 +196,7 @@ pub async fn forecast(
     let e = engine.clone();
     let pool = name.clone();
     let samples =
-        tokio::task::spawn_blocking(move || e.samples(&pool, now.saturating_sub(opts.window_ms)))
-            .await
-            .map_err(|e| {
-                ApiError::new(
-                    StatusCode::INTERNAL_SERVER_ERROR,
-                    ErrorCode::Internal,
-                    format!("reading samples failed: {e}"),
-                )
-            })??;
-    let samples: Vec<_> = samples.iter().map(to_sample).collect();
+        read_samples(move || e.samples(&pool, now.saturating_sub(opts.window_ms))).await?;
     let f = fit(&samples, now, &opts);
     let thresholds = state.forecasts.thresholds();
     let mut view = ForecastView::new(&name, &f, now, thresholds);
@@ -206,6 +209,73 @@ pub async fn forecast(
         .as_ref()
         .map(AtRisk::new);
     Ok(axum::Json(view))
+}
+
+/// The forecast of `node`'s blocks in `pool`, from the node's samples (read from the
+/// store: nodes are too many to cache), with its usage now.
+async fn node_forecast(
+    state: &AppState,
+    pool: String,
+    node: String,
+    opts: ForecastOptions,
+) -> Result<axum::Json<ForecastView>, ApiError> {
+    if node.is_empty() {
+        return Err(ApiError::invalid("node", "the node name is empty"));
+    }
+    let engine = state.engine()?;
+    // Used (held + quarantined) and usable addresses of the node's blocks now, as the
+    // node samples count them; None when it has no blocks (left the pool, or never came).
+    let live = engine.read(|i| i.pool(&pool).map(|p| node_usage(p, &node)));
+    let Some(live) = live else {
+        return Err(kipam_core::Error::PoolNotFound { pool }.into());
+    };
+    let now = engine.now();
+    let e = engine.clone();
+    let (p, n) = (pool.clone(), node.clone());
+    let samples =
+        read_samples(move || e.node_samples(&p, &n, now.saturating_sub(opts.window_ms))).await?;
+    if live.is_none() && samples.is_empty() {
+        let mut err = ApiError::new(
+            StatusCode::NOT_FOUND,
+            ErrorCode::NotFound,
+            format!(
+                "node {node:?} has no blocks in pool {pool:?} and no usage samples in the window"
+            ),
+        );
+        err.body.error.field = Some("node".into());
+        return Err(err);
+    }
+    let (used, usable) = live.unwrap_or((0, 0));
+    let usage_pct = match (used, usable) {
+        (_, 0) if live.is_none() => 0.0,
+        (_, 0) => 100.0,
+        (u, s) => (u as f64) * 100.0 / (s as f64),
+    };
+    let f = fit(&samples, now, &opts);
+    let thresholds = state.forecasts.thresholds();
+    let mut view = ForecastView::new(&pool, &f, now, thresholds);
+    view.node = Some(node);
+    view.used = used.to_string();
+    view.size = usable.to_string();
+    view.usage_pct = usage_pct;
+    view.at_risk = at_risk(usage_pct, f.eta, now, thresholds)
+        .as_ref()
+        .map(AtRisk::new);
+    Ok(axum::Json(view))
+}
+
+/// Runs a blocking read of engine samples off the async runtime.
+async fn read_samples(
+    read: impl FnOnce() -> Result<Vec<Sample>, EngineError> + Send + 'static,
+) -> Result<Vec<kipam_core::forecast::Sample>, ApiError> {
+    let samples = tokio::task::spawn_blocking(read).await.map_err(|e| {
+        ApiError::new(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::Internal,
+            format!("reading samples failed: {e}"),
+        )
+    })??;
+    Ok(samples.iter().map(to_sample).collect())
 }
 
 /// The forecast options of a query; bad values are 400s naming the parameter.
