@@ -193,7 +193,7 @@ pub struct AddressView {
 impl From<&HeldAddr> for AddressView {
     fn from(a: &HeldAddr) -> AddressView {
         AddressView {
-            pool: a.pool.clone(),
+            pool: a.pool.to_string(),
             address: a.addr,
         }
     }
@@ -220,8 +220,8 @@ pub struct AllocationView {
 impl From<&Handle> for AllocationView {
     fn from(h: &Handle) -> AllocationView {
         AllocationView {
-            handle: h.key.clone(),
-            node: h.node.clone(),
+            handle: h.key.to_string(),
+            node: h.node.to_string(),
             attrs: h.attrs.clone(),
             addresses: h.addrs.iter().map(AddressView::from).collect(),
             created: crate::time::format(h.created),

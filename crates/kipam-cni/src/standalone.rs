@@ -272,8 +272,8 @@ impl Backend for Standalone {
             .map_err(|e| ipam_error(&e, Some(req)))?;
         crate::trace::mark("allocated (one transaction, committed)");
         let handle = Handle {
-            key: alloc.handle,
-            node: alloc.node,
+            key: alloc.handle.into(),
+            node: alloc.node.into(),
             attrs: BTreeMap::new(),
             addrs: got,
             created: 0,

@@ -25,8 +25,8 @@ use crate::prefix::{AddrRange, Family, Prefix};
 /// An address held by a handle.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub struct HeldAddr {
-    /// The pool it came from.
-    pub pool: String,
+    /// The pool it came from (the engine's interned name: cloning it allocates nothing).
+    pub pool: Arc<str>,
     /// The address.
     pub addr: IpAddr,
 }
@@ -34,10 +34,10 @@ pub struct HeldAddr {
 /// The owner of allocations: its key, node, attributes and what it holds.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Handle {
-    /// The key (for CNI: `<network>/<containerID>/<ifname>`).
-    pub key: String,
-    /// The node it allocated for.
-    pub node: String,
+    /// The key (for CNI: `<network>/<containerID>/<ifname>`); the engine's interned key.
+    pub key: Arc<str>,
+    /// The node it allocated for; the engine's interned node name.
+    pub node: Arc<str>,
     /// Attributes (pod namespace/name/uid, labels).
     #[serde(default)]
     pub attrs: BTreeMap<String, String>,
@@ -127,6 +127,8 @@ pub struct Ipam {
     free_ids: Vec<HandleId>,
     /// Loaded handle records, at `id - 1`.
     handles: Vec<Option<Handle>>,
+    /// Interned node names, shared by the handle records of each node.
+    nodes: HashSet<Arc<str>>,
     /// Whether the key at `id - 1` is in `dirty_handles` already: spares a hash lookup
     /// (and a string comparison, often a cache miss) on every later change.
     dirty_ids: Vec<bool>,
@@ -157,7 +159,11 @@ impl Ipam {
 
     /// Interns a key known not to be interned.
     fn intern_new(&mut self, key: &str) -> HandleId {
-        let key: Arc<str> = Arc::from(key);
+        self.intern_arc(Arc::from(key))
+    }
+
+    /// Interns a key known not to be interned, sharing the given allocation.
+    fn intern_arc(&mut self, key: Arc<str>) -> HandleId {
         let id = match self.free_ids.pop() {
             Some(id) => {
                 self.keys[id as usize - 1] = Some(Arc::clone(&key));
@@ -172,6 +178,21 @@ impl Ipam {
         };
         self.ids.insert(key, id);
         id
+    }
+
+    /// The interned key of a live id.
+    fn key_arc(&self, id: HandleId) -> Option<&Arc<str>> {
+        self.keys.get(id as usize - 1)?.as_ref()
+    }
+
+    /// The interned name of a node (allocated once per node name).
+    fn intern_node(&mut self, node: &str) -> Arc<str> {
+        if let Some(n) = self.nodes.get(node) {
+            return Arc::clone(n);
+        }
+        let n: Arc<str> = Arc::from(node);
+        self.nodes.insert(Arc::clone(&n));
+        n
     }
 
     /// The key of a handle id.
@@ -210,8 +231,21 @@ impl Ipam {
     }
 
     /// Installs a handle record read from the store.
-    pub fn load_handle(&mut self, handle: Handle) {
-        let id = self.intern(&handle.key);
+    pub fn load_handle(&mut self, mut handle: Handle) {
+        // The record shares the engine's interned strings (one copy of each name).
+        let id = match self.ids.get(&*handle.key) {
+            Some(&id) => id,
+            None => self.intern_arc(Arc::clone(&handle.key)),
+        };
+        if let Some(key) = self.key_arc(id) {
+            handle.key = Arc::clone(key);
+        }
+        handle.node = self.intern_node(&handle.node);
+        for a in &mut handle.addrs {
+            if let Some(p) = self.pools.get(&*a.pool) {
+                a.pool = Arc::clone(p.name_arc());
+            }
+        }
         self.handles[id as usize - 1] = Some(handle);
     }
 
@@ -334,7 +368,7 @@ impl Ipam {
             .enumerate()
             .filter(|(_, h)| {
                 h.as_ref()
-                    .is_some_and(|h| h.addrs.iter().any(|a| a.pool == name))
+                    .is_some_and(|h| h.addrs.iter().any(|a| &*a.pool == name))
             })
             .map(|(i, _)| (i + 1) as HandleId)
             .collect();
@@ -343,7 +377,7 @@ impl Ipam {
             let Some(h) = self.handles[id as usize - 1].as_mut() else {
                 continue;
             };
-            h.addrs.retain(|a| a.pool != name);
+            h.addrs.retain(|a| &*a.pool != name);
             if h.addrs.is_empty() {
                 self.forget_id(id);
             }
@@ -397,9 +431,16 @@ impl Ipam {
     /// runtime retrying after a crash neither leaks nor fails). On any error nothing
     /// changes. Quarantined addresses are used only when no pool of a want has anything else.
     pub fn allocate(&mut self, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>> {
-        validate_name("handle", &req.handle)?;
-        validate_name("node", &req.node)?;
+        // Interned names were checked when first seen (or written by the store layer, which
+        // checked them then): only new ones are validated here.
         let known = self.ids.get(req.handle.as_str()).copied();
+        if known.is_none() {
+            validate_name("handle", &req.handle)?;
+        }
+        let node = self.nodes.get(req.node.as_str()).map(Arc::clone);
+        if node.is_none() {
+            validate_name("node", &req.node)?;
+        }
         if let Some(h) = known.and_then(|id| self.handle_by_id(id))
             && !h.addrs.is_empty()
         {
@@ -444,9 +485,18 @@ impl Ipam {
         }
         undo.clear();
         self.undo = undo;
+        // The id was interned above: the record shares its key.
+        let key = match self.key_arc(id) {
+            Some(key) => Arc::clone(key),
+            None => Arc::from(req.handle.as_str()),
+        };
+        let node = match node {
+            Some(node) => node,
+            None => self.intern_node(&req.node),
+        };
         let handle = Handle {
-            key: req.handle.clone(),
-            node: req.node.clone(),
+            key,
+            node,
             attrs: req.attrs.clone(),
             addrs: got.clone(),
             created: now,
@@ -491,7 +541,7 @@ impl Ipam {
                 .ok_or_else(|| Error::PoolNotFound { pool: name.clone() })?;
             pool.allocate_exact(addr, id, node, now, undo, &holder)?;
             return Ok(HeldAddr {
-                pool: name.clone(),
+                pool: Arc::clone(pool.name_arc()),
                 addr,
             });
         }
@@ -503,7 +553,7 @@ impl Ipam {
                     .ok_or_else(|| Error::PoolNotFound { pool: name.clone() })?;
                 if let Some(v) = pool.allocate(id, node, now, quarantined, undo)? {
                     return Ok(HeldAddr {
-                        pool: name.clone(),
+                        pool: Arc::clone(pool.name_arc()),
                         addr: pool.addr(v),
                     });
                 }
@@ -557,11 +607,11 @@ impl Ipam {
         // separate check: releasing it fails before it changes anything.)
         if h.addrs.len() > 1 {
             for a in &h.addrs {
-                if let Some(p) = self.pools.get(&a.pool) {
+                if let Some(p) = self.pools.get(&*a.pool) {
                     let block = p.block_of(a.addr);
                     if !p.block_loaded(block.base) && p.block_claimed(block.base) {
                         return Err(Error::NeedLoad(Need::Block {
-                            pool: a.pool.clone(),
+                            pool: a.pool.to_string(),
                             block,
                         }));
                     }
@@ -569,7 +619,7 @@ impl Ipam {
             }
         }
         for a in &h.addrs {
-            if let Some(p) = self.pools.get_mut(&a.pool) {
+            if let Some(p) = self.pools.get_mut(&*a.pool) {
                 // Only what this handle holds goes (an address released by address and
                 // held by another handle since is left alone).
                 p.release_if(a.addr, Some(id), now)?;
@@ -618,7 +668,7 @@ impl Ipam {
         }
         self.mark_dirty(holder);
         if let Some(h) = self.handles[holder as usize - 1].as_mut() {
-            h.addrs.retain(|a| !(a.pool == pool && a.addr == addr));
+            h.addrs.retain(|a| !(&*a.pool == pool && a.addr == addr));
             if h.addrs.is_empty() {
                 self.forget_id(holder);
             }
@@ -866,7 +916,7 @@ impl Ipam {
                         if !h
                             .addrs
                             .iter()
-                            .any(|a| a.addr == addr && a.pool == p.config().name)
+                            .any(|a| a.addr == addr && *a.pool == *p.config().name)
                         {
                             return Err(format!(
                                 "{addr} is held by {key} but the handle does not list it"
@@ -882,14 +932,16 @@ impl Ipam {
         }
         for h in self.handles() {
             for a in &h.addrs {
-                let Some(p) = self.pools.get(&a.pool) else {
+                let Some(p) = self.pools.get(&*a.pool) else {
                     return Err(format!(
                         "handle {} lists {} in missing pool {}",
                         h.key, a.addr, a.pool
                     ));
                 };
                 let block = p.block_of(a.addr);
-                if p.block_loaded(block.base) && held.get(&a.addr) != Some(&h.key) {
+                if p.block_loaded(block.base)
+                    && held.get(&a.addr).map(String::as_str) != Some(&*h.key)
+                {
                     return Err(format!(
                         "handle {} lists {} but does not hold it",
                         h.key, a.addr

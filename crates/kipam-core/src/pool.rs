@@ -595,6 +595,11 @@ impl Pool {
         Ok(())
     }
 
+    /// The name, as the engine shares it (with held addresses and undo records).
+    pub(crate) fn name_arc(&self) -> &Arc<str> {
+        &self.name
+    }
+
     /// Restores one node's block summaries.
     pub fn load_node(&mut self, node: &str, summaries: Vec<(u128, BlockSummary)>) {
         let entry = self.nodes.entry(node.to_string()).or_default();

@@ -125,7 +125,7 @@ fn dual_stack_request_is_all_or_nothing() {
     assert_eq!(released.len(), 1);
     let got = ipam.allocate(&dual, T + SEC).expect("room now");
     assert_eq!(got.len(), 2);
-    assert_eq!(got[0].pool, "v4");
+    assert_eq!(&*got[0].pool, "v4");
     assert_eq!(Family::of(got[0].addr), Family::Ipv4);
     assert_eq!(got[1], released[0]);
     assert_eq!(ipam.handle("dual").expect("handle").addrs, got);
@@ -410,7 +410,7 @@ fn quarantine_follows_the_injected_clock() {
     // Before the delay: a fresh address anywhere beats the quarantined one.
     let both = req("h3", "node-a", vec![from_pools(&["a", "b"])]);
     let got = ipam.allocate(&both, T + 29 * SEC).expect("room");
-    assert_eq!(got[0].pool, "b");
+    assert_eq!(&*got[0].pool, "b");
     ipam.release_handle("h3", T + 29 * SEC).expect("release");
 
     // Nothing else free in the pools asked for: the quarantined address is the last resort.
@@ -836,7 +836,7 @@ fn family_and_purpose_sources() {
             T,
         )
         .expect("service pool");
-    assert_eq!(got[0].pool, "svc4");
+    assert_eq!(&*got[0].pool, "svc4");
     let got = ipam
         .allocate(
             &req(
@@ -847,16 +847,13 @@ fn family_and_purpose_sources() {
             T,
         )
         .expect("dual by family");
-    assert_eq!(
-        (got[0].pool.as_str(), got[1].pool.as_str()),
-        ("pods4", "pods6")
-    );
+    assert_eq!((&*got[0].pool, &*got[1].pool), ("pods4", "pods6"));
     // pods4 has two usable addresses; by-family requests then move on in name order.
     one(&mut ipam, "p2", "n", "pods4", T);
     let got = ipam
         .allocate(&req("x", "n", vec![fam(Family::Ipv4, None)]), T)
         .expect("next pool of the family");
-    assert_eq!(got[0].pool, "svc4");
+    assert_eq!(&*got[0].pool, "svc4");
     let err = ipam
         .allocate(
             &req(
@@ -959,4 +956,34 @@ fn rollback_puts_a_quarantined_address_back_in_expiry_order() {
         .allocate(&req("e", "n", vec![from("v4")]), T + 30 * SEC)
         .expect("room");
     assert_eq!(got[0].addr, a);
+}
+
+/// Handle records share the engine's names: one allocation per node name and per pool
+/// name, whatever the number of handles; loaded records are re-pointed at them too.
+#[test]
+fn handle_records_share_interned_names() {
+    use std::sync::Arc;
+    let mut ipam = Ipam::new();
+    ipam.create_pool(config("v4", "10.0.0.0/24")).expect("pool");
+    let a = ipam
+        .allocate(&req("a", "n1", vec![from("v4")]), T)
+        .expect("room");
+    let b = ipam
+        .allocate(&req("b", "n1", vec![from("v4")]), T)
+        .expect("room");
+    assert!(Arc::ptr_eq(&a[0].pool, &b[0].pool));
+    let (ha, hb) = (ipam.handle("a").expect("a"), ipam.handle("b").expect("b"));
+    assert!(Arc::ptr_eq(&ha.node, &hb.node));
+    assert!(Arc::ptr_eq(&ha.addrs[0].pool, &a[0].pool));
+    // A record read from the store (its own strings) shares them once loaded.
+    let mut copy = ipam.clone();
+    let mut record = hb.clone();
+    record.node = Arc::from("n1");
+    record.addrs[0].pool = Arc::from("v4");
+    copy.load_handle(record);
+    let hb = copy.handle("b").expect("b");
+    assert!(Arc::ptr_eq(&copy.handle("a").expect("a").node, &hb.node));
+    assert!(Arc::ptr_eq(&hb.addrs[0].pool, &a[0].pool));
+    assert_eq!(copy.handle("b"), ipam.handle("b"));
+    copy.check().expect("consistent");
 }

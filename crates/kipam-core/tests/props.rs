@@ -136,7 +136,7 @@ fn agree(ipam: &Ipam, model: &Model) -> Result<(), TestCaseError> {
     prop_assert_eq!(engine_held(ipam), model.all());
     let handles: BTreeMap<String, BTreeSet<IpAddr>> = ipam
         .handles()
-        .map(|h| (h.key.clone(), h.addrs.iter().map(|a| a.addr).collect()))
+        .map(|h| (h.key.to_string(), h.addrs.iter().map(|a| a.addr).collect()))
         .collect();
     prop_assert_eq!(&handles, &model.held);
     Ok(())

@@ -669,7 +669,7 @@ impl Writer {
             let i = self.event(extra, now, kind, &a.pool, &handle.key);
             let e = &mut extra.events[i];
             e.address = Some(a.addr);
-            e.node = Some(handle.node.clone());
+            e.node = Some(handle.node.to_string());
             e.attrs = handle.attrs.clone();
         }
     }
@@ -700,13 +700,13 @@ impl Writer {
             Mutation::DeletePool { name, force } => {
                 let victims: Vec<(kipam_core::Handle, Vec<HeldAddr>)> = ipam
                     .handles()
-                    .filter(|h| h.addrs.iter().any(|a| &a.pool == name))
+                    .filter(|h| h.addrs.iter().any(|a| *a.pool == **name))
                     .map(|h| {
                         (
                             h.clone(),
                             h.addrs
                                 .iter()
-                                .filter(|a| &a.pool == name)
+                                .filter(|a| *a.pool == **name)
                                 .cloned()
                                 .collect(),
                         )
@@ -812,23 +812,23 @@ impl Writer {
         let mut pending = lock(&self.shared.pending);
         let mut out = Vec::new();
         for h in ipam.handles() {
-            let owned = report.node.as_ref().is_none_or(|n| &h.node == n)
+            let owned = report.node.as_ref().is_none_or(|n| *h.node == **n)
                 && network_prefix
                     .as_ref()
                     .is_none_or(|p| h.key.starts_with(p.as_str()));
             if !owned {
                 continue;
             }
-            if valid.contains(h.key.as_str()) {
-                if pending.remove(&h.key).is_some() {
-                    extra.pending_del.insert(h.key.clone());
+            if valid.contains(&*h.key) {
+                if pending.remove(&*h.key).is_some() {
+                    extra.pending_del.insert(h.key.to_string());
                 }
                 continue;
             }
-            let entry = pending.entry(h.key.clone()).or_insert_with(|| {
-                extra.pending_put.insert(h.key.clone());
+            let entry = pending.entry(h.key.to_string()).or_insert_with(|| {
+                extra.pending_put.insert(h.key.to_string());
                 PendingReclaim {
-                    handle: h.key.clone(),
+                    handle: h.key.to_string(),
                     due,
                     reporter: reporter.clone(),
                 }

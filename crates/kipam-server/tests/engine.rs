@@ -105,7 +105,7 @@ async fn concurrent_allocations_are_durable_and_distinct() {
     let held: BTreeMap<String, IpAddr> = e.read(|ipam| {
         ipam.check().unwrap();
         ipam.handles()
-            .map(|h| (h.key.clone(), h.addrs[0].addr))
+            .map(|h| (h.key.to_string(), h.addrs[0].addr))
             .collect()
     });
     assert_eq!(held, all, "every answered allocation survived the restart");
@@ -198,7 +198,7 @@ async fn gc_reclaims_after_grace_unless_reported_again() {
         .unwrap();
     t.fetch_add(30_000, Ordering::SeqCst);
     e.apply(Mutation::Housekeeping).await.unwrap();
-    let left: BTreeSet<String> = e.read(|i| i.handles().map(|h| h.key.clone()).collect());
+    let left: BTreeSet<String> = e.read(|i| i.handles().map(|h| h.key.to_string()).collect());
     assert_eq!(
         left,
         BTreeSet::from(["net/a/eth0".to_string(), "net/b/eth0".to_string()])
@@ -421,7 +421,7 @@ async fn disk_full_fails_the_batch_and_loses_nothing() {
     assert!(failure.contains("full"), "a disk-full error, not {failure}");
     let in_memory: BTreeMap<String, IpAddr> = e.read(|i| {
         i.handles()
-            .map(|h| (h.key.clone(), h.addrs[0].addr))
+            .map(|h| (h.key.to_string(), h.addrs[0].addr))
             .collect()
     });
     assert_eq!(
@@ -436,7 +436,7 @@ async fn disk_full_fails_the_batch_and_loses_nothing() {
     let on_disk: BTreeMap<String, IpAddr> = e.read(|i| {
         i.check().unwrap();
         i.handles()
-            .map(|h| (h.key.clone(), h.addrs[0].addr))
+            .map(|h| (h.key.to_string(), h.addrs[0].addr))
             .collect()
     });
     ok.insert("after".into(), after);

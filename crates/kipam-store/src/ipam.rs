@@ -699,7 +699,7 @@ impl<S: Store> IpamStore<S> {
             ..Scope::default()
         };
         let pools = match self.handle(handle)? {
-            Some(h) => h.addrs.iter().map(|a| a.pool.clone()).collect(),
+            Some(h) => h.addrs.iter().map(|a| a.pool.to_string()).collect(),
             None => return Ok(Vec::new()),
         };
         let scope = Scope { pools, ..scope };

@@ -144,7 +144,7 @@ fn partial_loads_agree_with_full_load() {
             let all = s.load_all(now).expect("load all");
             let from_engine: BTreeMap<String, IpAddr> = all
                 .handles()
-                .map(|h| (h.key.clone(), h.addrs[0].addr))
+                .map(|h| (h.key.to_string(), h.addrs[0].addr))
                 .collect();
             assert_eq!(from_engine, held);
             let distinct: BTreeSet<IpAddr> = held.values().copied().collect();
@@ -345,4 +345,33 @@ fn concurrent_sqlite_writers_never_double_allocate() {
     let report = s.check_integrity(12).expect("integrity");
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.held as usize, all.len());
+}
+
+/// Handle records keep their JSON form now that the engine shares names as `Arc<str>`:
+/// records written before read back, and records written now are byte-identical.
+#[test]
+fn handle_record_json_is_unchanged() {
+    let json = r#"{"key":"net/abc/eth0","node":"node-1","attrs":{"pod":"default/web"},"addrs":[{"pool":"v4","addr":"10.0.0.5"},{"pool":"v6","addr":"fd00::5"}],"created":1700000000000}"#;
+    let h: kipam_core::Handle = serde_json::from_str(json).expect("old record parses");
+    assert_eq!(&*h.key, "net/abc/eth0");
+    assert_eq!(&*h.node, "node-1");
+    assert_eq!(&*h.addrs[1].pool, "v6");
+    assert_eq!(serde_json::to_string(&h).expect("serialize"), json);
+    // A record the engine made (names shared with the engine) serializes the same way.
+    let mut ipam = kipam_core::Ipam::new();
+    ipam.create_pool(pool("v4", "10.0.0.0/24")).expect("pool");
+    let got = ipam
+        .allocate(&req("net/abc/eth0", "node-1", &["v4"]), 1_700_000_000_000)
+        .expect("allocate");
+    let made = ipam.handle("net/abc/eth0").expect("record");
+    let text = serde_json::to_string(made).expect("serialize");
+    assert_eq!(
+        text,
+        format!(
+            r#"{{"key":"net/abc/eth0","node":"node-1","attrs":{{}},"addrs":[{{"pool":"v4","addr":"{}"}}],"created":1700000000000}}"#,
+            got[0].addr
+        )
+    );
+    let back: kipam_core::Handle = serde_json::from_str(&text).expect("round trip");
+    assert_eq!(&back, made);
 }

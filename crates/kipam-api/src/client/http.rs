@@ -2,8 +2,12 @@
 //! response (`Content-Length`, `chunked`, or until the server closes).
 //!
 //! Hand-written on std so that the CNI plugin, which links this client and runs once per
-//! container start, pays for no async runtime and no HTTP stack. It sends
-//! `Connection: close` and reads exactly one response; that is all kipam's clients need.
+//! container start, pays for no async runtime and no HTTP stack.
+//!
+//! Two modes: [`write_request`] + [`read_response`] for one exchange per connection
+//! (`Connection: close`); [`encode_request`] (`close: false`) + [`read_response_on`] for a
+//! kept-alive connection, where the response is read exactly by its framing (never to
+//! EOF) and the caller learns whether the connection may carry another request.
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 
@@ -37,7 +41,7 @@ fn bad(msg: impl Into<String>) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, msg.into())
 }
 
-/// Writes a request. `path` must already be percent-encoded.
+/// Writes a request with `Connection: close`. `path` must already be percent-encoded.
 pub fn write_request(
     w: &mut impl Write,
     method: &str,
@@ -46,7 +50,28 @@ pub fn write_request(
     headers: &[(&str, &str)],
     body: Option<&[u8]>,
 ) -> io::Result<()> {
-    let mut head = format!("{method} {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    let bytes = encode_request(method, host, path, headers, body, true)?;
+    w.write_all(&bytes)?;
+    w.flush()
+}
+
+/// A request as bytes (head and body in one buffer, so it goes out in one write).
+/// `close`: send `Connection: close`; without it the connection stays open (HTTP/1.1's
+/// default). `path` must already be percent-encoded.
+pub fn encode_request(
+    method: &str,
+    host: &str,
+    path: &str,
+    headers: &[(&str, &str)],
+    body: Option<&[u8]>,
+    close: bool,
+) -> io::Result<Vec<u8>> {
+    use std::fmt::Write as _;
+    let mut head = String::with_capacity(128 + path.len());
+    let _ = write!(head, "{method} {path} HTTP/1.1\r\nHost: {host}\r\n");
+    if close {
+        head.push_str("Connection: close\r\n");
+    }
     for (k, v) in headers {
         if k.contains(['\r', '\n']) || v.contains(['\r', '\n']) {
             return Err(io::Error::new(
@@ -54,17 +79,17 @@ pub fn write_request(
                 "header with a line break",
             ));
         }
-        head.push_str(&format!("{k}: {v}\r\n"));
+        let _ = write!(head, "{k}: {v}\r\n");
     }
     if let Some(b) = body {
-        head.push_str(&format!("Content-Length: {}\r\n", b.len()));
+        let _ = write!(head, "Content-Length: {}\r\n", b.len());
     }
     head.push_str("\r\n");
-    w.write_all(head.as_bytes())?;
+    let mut out = head.into_bytes();
     if let Some(b) = body {
-        w.write_all(b)?;
+        out.extend_from_slice(b);
     }
-    w.flush()
+    Ok(out)
 }
 
 fn read_line(r: &mut impl BufRead, budget: &mut usize) -> io::Result<String> {
@@ -99,14 +124,23 @@ fn read_line(r: &mut impl BufRead, budget: &mut usize) -> io::Result<String> {
 /// Reads one response. `head_request`: the request was HEAD (no body follows).
 pub fn read_response(r: impl Read, head_request: bool) -> io::Result<Response> {
     let mut r = BufReader::new(r);
+    read_response_on(&mut r, head_request).map(|(resp, _)| resp)
+}
+
+/// Reads one response from a connection that may be kept: the body is read by its
+/// `Content-Length` or chunked framing, never further. Also returns whether the
+/// connection may carry another request: HTTP/1.1, no `Connection: close`, and a body
+/// that was delimited (a body that runs until the server closes ends the connection).
+pub fn read_response_on(r: &mut impl BufRead, head_request: bool) -> io::Result<(Response, bool)> {
     let mut budget = MAX_HEAD;
-    let (status, headers) = loop {
-        let line = read_line(&mut r, &mut budget)?;
+    let (status, headers, http11) = loop {
+        let line = read_line(r, &mut budget)?;
         let mut parts = line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
         if !version.starts_with("HTTP/1.") {
             return Err(bad(format!("not an HTTP/1.x status line: {line:?}")));
         }
+        let http11 = version == "HTTP/1.1";
         let status: u16 = parts
             .next()
             .and_then(|s| (s.len() == 3).then_some(s))
@@ -115,7 +149,7 @@ pub fn read_response(r: impl Read, head_request: bool) -> io::Result<Response> {
             .ok_or_else(|| bad(format!("bad status line: {line:?}")))?;
         let mut headers = Vec::new();
         loop {
-            let line = read_line(&mut r, &mut budget)?;
+            let line = read_line(r, &mut budget)?;
             if line.is_empty() {
                 break;
             }
@@ -128,15 +162,19 @@ pub fn read_response(r: impl Read, head_request: bool) -> io::Result<Response> {
         if (100..200).contains(&status) {
             continue;
         }
-        break (status, headers);
+        break (status, headers, http11);
     };
     let mut resp = Response {
         status,
         headers,
         body: Vec::new(),
     };
+    let close = resp.headers.iter().any(|(n, v)| {
+        n == "connection" && v.split(',').any(|t| t.trim().eq_ignore_ascii_case("close"))
+    });
+    let mut reusable = http11 && !close;
     if head_request || status == 204 || status == 304 {
-        return Ok(resp);
+        return Ok((resp, reusable));
     }
     let chunked = resp.header("transfer-encoding").is_some_and(|te| {
         te.to_ascii_lowercase()
@@ -144,7 +182,7 @@ pub fn read_response(r: impl Read, head_request: bool) -> io::Result<Response> {
             .any(|t| t.trim() == "chunked")
     });
     if chunked {
-        resp.body = read_chunked(&mut r)?;
+        resp.body = read_chunked(r)?;
     } else if let Some(cl) = resp.header("content-length") {
         let len: usize = cl
             .parse()
@@ -156,12 +194,14 @@ pub fn read_response(r: impl Read, head_request: bool) -> io::Result<Response> {
         r.read_exact(&mut body)?;
         resp.body = body;
     } else {
+        // No framing: the body ends when the server closes, so the connection ends too.
+        reusable = false;
         r.take(MAX_BODY as u64 + 1).read_to_end(&mut resp.body)?;
         if resp.body.len() > MAX_BODY {
             return Err(bad("response body too large"));
         }
     }
-    Ok(resp)
+    Ok((resp, reusable))
 }
 
 fn read_chunked(r: &mut impl BufRead) -> io::Result<Vec<u8>> {
@@ -322,6 +362,38 @@ mod tests {
                 None
             )
             .is_err()
+        );
+    }
+
+    #[test]
+    fn kept_connections_read_exactly_one_response() {
+        let raw = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\n{}\
+HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\nx\r\n0\r\n\r\n\
+HTTP/1.1 204 No Content\r\n\r\n\
+HTTP/1.1 200 OK\r\nConnection: keep-alive, Close\r\nContent-Length: 1\r\n\r\ny";
+        let mut r = BufReader::new(raw.as_bytes());
+        let (a, keep) = read_response_on(&mut r, false).unwrap();
+        assert_eq!((a.body.as_slice(), keep), (&b"{}"[..], true));
+        let (b, keep) = read_response_on(&mut r, false).unwrap();
+        assert_eq!((b.body.as_slice(), keep), (&b"x"[..], true));
+        let (c, keep) = read_response_on(&mut r, false).unwrap();
+        assert_eq!((c.status, keep), (204, true));
+        let (d, keep) = read_response_on(&mut r, false).unwrap();
+        assert_eq!((d.body.as_slice(), keep), (&b"y"[..], false));
+        // Unframed bodies and HTTP/1.0 end the connection.
+        let mut r = BufReader::new("HTTP/1.1 200 OK\r\n\r\nrest".as_bytes());
+        let (e, keep) = read_response_on(&mut r, false).unwrap();
+        assert_eq!((e.body.as_slice(), keep), (&b"rest"[..], false));
+        let mut r = BufReader::new("HTTP/1.0 200 OK\r\nContent-Length: 0\r\n\r\n".as_bytes());
+        assert!(!read_response_on(&mut r, false).unwrap().1);
+    }
+
+    #[test]
+    fn encodes_kept_alive_requests_without_connection_close() {
+        let out = encode_request("DELETE", "kipamd", "/v1/x", &[], None, false).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "DELETE /v1/x HTTP/1.1\r\nHost: kipamd\r\n\r\n"
         );
     }
 

@@ -1,17 +1,53 @@
-//! The blocking kipamd client: one HTTP/1.1 request per connection over a unix socket or
-//! TCP, typed methods for every route, typed errors.
+//! The blocking kipamd client: HTTP/1.1 over a unix socket or TCP with a kept-alive
+//! connection, typed methods for every route, typed errors.
 //!
 //! Blocking and std-only on purpose: the CNI plugin links it and runs once per container
 //! start, where starting an async runtime would cost more than the request itself.
 //! kipamctl and the tests use the same client, so every route is exercised as a real
 //! program would call it.
+//!
+//! # Connections
+//!
+//! A [`Client`] keeps one idle connection and sends its next request on it (HTTP/1.1
+//! keep-alive; kipamd keeps connections open with no idle timeout). Responses are read
+//! exactly by `Content-Length` or chunked framing; a response with `Connection: close`,
+//! an unframed body, or any error drops the connection, and the next request connects
+//! again. Timeouts (connect, read, write) apply to every request as before.
+//!
+//! - **Clones do not share the connection**: a clone starts with none and keeps its own.
+//!   A clone is how a client is handed to another thread, and sharing one socket would
+//!   serialize them.
+//! - **Concurrent requests on one `Client`** do not wait for each other: a request takes
+//!   the idle connection if there is one and opens a new one otherwise; afterwards the
+//!   connection is kept if the slot is empty and closed if not. So a `Client` used by N
+//!   threads at once holds at most one idle connection (plus those in flight).
+//!
+//! # Retry after a stale connection
+//!
+//! A kept connection may have been closed by the server in the meantime (a restart, a
+//! graceful shutdown, a proxy's idle timeout). When a request on a *reused* connection
+//! fails before any byte of a response arrived (EOF, reset, broken pipe), the client
+//! connects again and sends the request once more, but only when sending it twice is
+//! harmless ([`retry_safe`]):
+//!
+//! - `GET`, `HEAD`, `OPTIONS`, `PUT`, `PATCH` (pool patches are JSON merge patches) and
+//!   `DELETE` (releases are idempotent; a repeated delete of a pool, prefix or external
+//!   network whose first attempt did reach kipamd answers 404),
+//! - `POST /v1/allocations` (idempotent per handle), `POST /v1/gc` (a repeated report
+//!   is harmless), `POST /v1/plan` (computes, changes nothing).
+//!
+//! Every other request — `POST /v1/pools` (a repeat answers 409), `POST /v1/prefixes` (a
+//! repeat with `prefixLength` would lease a second prefix), `POST /v1/external-networks`
+//! (409), anything unknown — is never retried, and is always sent on a fresh connection so
+//! a stale kept connection cannot make it fail.
 
 pub mod http;
 
-use std::io;
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{IpAddr, TcpStream, ToSocketAddrs};
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -150,12 +186,129 @@ impl ClientError {
     }
 }
 
-/// A kipamd client. Cheap to clone; each request opens its own connection.
-#[derive(Clone, Debug)]
+/// A kipamd client. Keeps one connection alive between requests (see the module docs);
+/// clones start without a connection and keep their own.
+#[derive(Debug)]
 pub struct Client {
     endpoint: Endpoint,
     token: Option<String>,
     timeout: Duration,
+    /// The idle kept-alive connection, if any.
+    idle: Mutex<Option<Conn>>,
+}
+
+impl Clone for Client {
+    fn clone(&self) -> Client {
+        Client {
+            endpoint: self.endpoint.clone(),
+            token: self.token.clone(),
+            timeout: self.timeout,
+            idle: Mutex::new(None),
+        }
+    }
+}
+
+/// An open connection to kipamd.
+#[derive(Debug)]
+enum Stream {
+    Unix(UnixStream),
+    Tcp(TcpStream),
+}
+
+impl Read for Stream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.read(buf),
+            Stream::Tcp(s) => s.read(buf),
+        }
+    }
+}
+
+impl Write for Stream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Stream::Unix(s) => s.write(buf),
+            Stream::Tcp(s) => s.write(buf),
+        }
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        match self {
+            Stream::Unix(s) => s.flush(),
+            Stream::Tcp(s) => s.flush(),
+        }
+    }
+}
+
+/// A connection with its read buffer (kept with it: nothing read ahead is lost).
+#[derive(Debug)]
+struct Conn {
+    reader: BufReader<Stream>,
+}
+
+/// How one exchange on a connection failed.
+enum ExchangeError {
+    /// The connection was closed or reset before any byte of a response arrived: the
+    /// server may never have seen the request.
+    Stale(io::Error),
+    /// Anything else (timeout, malformed response, closed mid-response).
+    Failed(io::Error),
+}
+
+/// Whether a request may be sent a second time after a kept connection turned out
+/// closed before any response byte (see the module docs). `path` may carry a query.
+pub fn retry_safe(method: &str, path: &str) -> bool {
+    let path = path.split('?').next().unwrap_or_default();
+    let m = method.to_ascii_uppercase();
+    match m.as_str() {
+        "GET" | "HEAD" | "OPTIONS" | "PUT" | "PATCH" | "DELETE" => true,
+        "POST" => matches!(path, "/v1/allocations" | "/v1/gc" | "/v1/plan"),
+        _ => false,
+    }
+}
+
+/// Errors that mean "the peer closed this connection" when they come before a response.
+fn is_closed(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::UnexpectedEof
+            | io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+            | io::ErrorKind::NotConnected
+    )
+}
+
+impl Conn {
+    /// Sends `request` and reads the answer; returns it and whether the connection may
+    /// be kept.
+    fn exchange(&mut self, request: &[u8], head: bool) -> Result<(Response, bool), ExchangeError> {
+        let s = self.reader.get_mut();
+        if let Err(e) = s.write_all(request).and_then(|()| s.flush()) {
+            return Err(if is_closed(&e) {
+                ExchangeError::Stale(e)
+            } else {
+                ExchangeError::Failed(e)
+            });
+        }
+        // Wait for the first byte apart, so "closed before answering" is told from
+        // "closed mid-response".
+        loop {
+            match self.reader.fill_buf().map(|b| b.is_empty()) {
+                Ok(true) => {
+                    return Err(ExchangeError::Stale(io::Error::new(
+                        io::ErrorKind::UnexpectedEof,
+                        "connection closed before the response",
+                    )));
+                }
+                Ok(false) => break,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) if is_closed(&e) => return Err(ExchangeError::Stale(e)),
+                Err(e) => return Err(ExchangeError::Failed(e)),
+            }
+        }
+        http::read_response_on(&mut self.reader, head).map_err(ExchangeError::Failed)
+    }
 }
 
 impl Client {
@@ -165,6 +318,7 @@ impl Client {
             endpoint,
             token: None,
             timeout: Duration::from_secs(30),
+            idle: Mutex::new(None),
         }
     }
 
@@ -177,6 +331,8 @@ impl Client {
     /// Connect, read and write timeout of each request.
     pub fn with_timeout(mut self, timeout: Duration) -> Client {
         self.timeout = timeout;
+        // A kept connection carries the old timeouts: start afresh.
+        *self.idle.get_mut().unwrap_or_else(|e| e.into_inner()) = None;
         self
     }
 
@@ -187,7 +343,8 @@ impl Client {
 
     /// Sends one request as given and returns the response whatever its status.
     /// `path` must be percent-encoded (with its query); `headers` are added after the
-    /// client's own (`Host`, `Connection`, `Authorization`, `Content-Length`).
+    /// client's own (`Host`, `Authorization`, `Content-Length`). The request goes on the
+    /// kept connection when there is one; see the module docs for when it is retried.
     pub fn raw(
         &self,
         method: &str,
@@ -205,28 +362,81 @@ impl Client {
             endpoint: self.endpoint.to_string(),
             source,
         };
+        let host = match &self.endpoint {
+            Endpoint::Unix(_) => "kipamd",
+            Endpoint::Tcp(hp) => hp.as_str(),
+        };
+        let request =
+            http::encode_request(method, host, path, &all, body, false).map_err(io_err)?;
         let head = method.eq_ignore_ascii_case("HEAD");
-        match &self.endpoint {
-            Endpoint::Unix(path_) => {
-                let mut s =
-                    UnixStream::connect(path_).map_err(|source| ClientError::Unreachable {
-                        endpoint: self.endpoint.to_string(),
-                        source,
-                    })?;
+        let safe = retry_safe(method, path);
+        // A request that must not be repeated never goes on a reused connection.
+        let kept = if safe { self.take_idle() } else { None };
+        let (mut conn, mut reused) = match kept {
+            Some(c) => (c, true),
+            None => (self.connect()?, false),
+        };
+        loop {
+            match conn.exchange(&request, head) {
+                Ok((resp, keep)) => {
+                    // Bytes beyond the response would put the next exchange out of step.
+                    if keep && conn.reader.buffer().is_empty() {
+                        self.put_idle(conn);
+                    }
+                    return Ok(resp);
+                }
+                Err(ExchangeError::Stale(_)) if reused => {
+                    // The kept connection was closed under us; `safe` holds here.
+                    conn = self.connect()?;
+                    reused = false;
+                }
+                Err(ExchangeError::Stale(e) | ExchangeError::Failed(e)) => return Err(io_err(e)),
+            }
+        }
+    }
+
+    fn lock_idle(&self) -> std::sync::MutexGuard<'_, Option<Conn>> {
+        self.idle.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn take_idle(&self) -> Option<Conn> {
+        self.lock_idle().take()
+    }
+
+    fn put_idle(&self, conn: Conn) {
+        let mut idle = self.lock_idle();
+        if idle.is_none() {
+            *idle = Some(conn);
+        }
+    }
+
+    /// A new connection with the client's timeouts.
+    fn connect(&self) -> Result<Conn, ClientError> {
+        let io_err = |source| ClientError::Io {
+            endpoint: self.endpoint.to_string(),
+            source,
+        };
+        let stream = match &self.endpoint {
+            Endpoint::Unix(path) => {
+                let s = UnixStream::connect(path).map_err(|source| ClientError::Unreachable {
+                    endpoint: self.endpoint.to_string(),
+                    source,
+                })?;
                 s.set_read_timeout(Some(self.timeout)).map_err(io_err)?;
                 s.set_write_timeout(Some(self.timeout)).map_err(io_err)?;
-                http::write_request(&mut s, method, "kipamd", path, &all, body).map_err(io_err)?;
-                http::read_response(s, head).map_err(io_err)
+                Stream::Unix(s)
             }
             Endpoint::Tcp(hp) => {
-                let mut s = self.connect_tcp(hp)?;
+                let s = self.connect_tcp(hp)?;
                 s.set_read_timeout(Some(self.timeout)).map_err(io_err)?;
                 s.set_write_timeout(Some(self.timeout)).map_err(io_err)?;
                 let _ = s.set_nodelay(true);
-                http::write_request(&mut s, method, hp, path, &all, body).map_err(io_err)?;
-                http::read_response(s, head).map_err(io_err)
+                Stream::Tcp(s)
             }
-        }
+        };
+        Ok(Conn {
+            reader: BufReader::with_capacity(16 * 1024, stream),
+        })
     }
 
     fn connect_tcp(&self, hp: &str) -> Result<TcpStream, ClientError> {
@@ -548,6 +758,143 @@ mod tests {
             c.list_pools(),
             Err(ClientError::Unreachable { .. })
         ));
+    }
+
+    /// A tiny HTTP/1.1 server on 127.0.0.1: connection `i` answers `script[i]` requests
+    /// (each with a 200 and a JSON body), then closes without saying so. Records
+    /// `(connection, request line)` for every request; `close_header` answers the last
+    /// request of every connection with `Connection: close` instead.
+    type Seen = std::sync::Arc<Mutex<Vec<(usize, String)>>>;
+
+    fn test_server(
+        script: Vec<usize>,
+        close_header: bool,
+    ) -> (Endpoint, Seen, std::thread::JoinHandle<()>) {
+        use std::net::TcpListener;
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen = std::sync::Arc::new(Mutex::new(Vec::new()));
+        let log = seen.clone();
+        let server = std::thread::spawn(move || {
+            for (i, n) in script.into_iter().enumerate() {
+                let (s, _) = listener.accept().unwrap();
+                let mut r = BufReader::new(s);
+                for k in 0..n {
+                    let mut line = String::new();
+                    if r.read_line(&mut line).unwrap() == 0 {
+                        break;
+                    }
+                    let mut len = 0;
+                    loop {
+                        let mut h = String::new();
+                        r.read_line(&mut h).unwrap();
+                        let h = h.trim_end();
+                        if h.is_empty() {
+                            break;
+                        }
+                        assert!(!h.eq_ignore_ascii_case("connection: close"));
+                        if let Some((name, v)) = h.split_once(':')
+                            && name.eq_ignore_ascii_case("content-length")
+                        {
+                            len = v.trim().parse().unwrap();
+                        }
+                    }
+                    let mut body = vec![0; len];
+                    r.read_exact(&mut body).unwrap();
+                    log.lock().unwrap().push((i, line.trim_end().to_string()));
+                    let close = if close_header && k + 1 == n {
+                        "Connection: close\r\n"
+                    } else {
+                        ""
+                    };
+                    let answer = format!("{{\"n\":{k}}}");
+                    let resp = format!(
+                        "HTTP/1.1 200 OK\r\n{close}Content-Type: application/json\r\nContent-Length: {}\r\n\r\n{answer}",
+                        answer.len()
+                    );
+                    r.get_mut().write_all(resp.as_bytes()).unwrap();
+                }
+                // Dropping the stream closes the connection.
+            }
+        });
+        (Endpoint::Tcp(addr.to_string()), seen, server)
+    }
+
+    fn lines(seen: &Mutex<Vec<(usize, String)>>) -> Vec<(usize, String)> {
+        seen.lock().unwrap().clone()
+    }
+
+    #[test]
+    fn requests_reuse_the_kept_connection() {
+        let (ep, seen, server) = test_server(vec![3, 1], false);
+        let c = Client::new(ep).with_timeout(Duration::from_secs(10));
+        for k in 0..3 {
+            let r = c.raw("GET", "/v1/pools", &[], None).unwrap();
+            assert_eq!(r.body, format!("{{\"n\":{k}}}").as_bytes());
+        }
+        // A clone does not share the connection: it opens its own.
+        let d = c.clone();
+        d.raw("DELETE", "/v1/allocations/h", &[], None).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            lines(&seen),
+            vec![
+                (0, "GET /v1/pools HTTP/1.1".to_string()),
+                (0, "GET /v1/pools HTTP/1.1".to_string()),
+                (0, "GET /v1/pools HTTP/1.1".to_string()),
+                (1, "DELETE /v1/allocations/h HTTP/1.1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn a_connection_closed_by_the_server_is_replaced_and_safe_requests_resent() {
+        // Connection 0 answers once and closes silently; the second request finds it
+        // closed (EOF or reset before any response byte), reconnects and is sent again.
+        let (ep, seen, server) = test_server(vec![1, 1, 1], false);
+        let c = Client::new(ep).with_timeout(Duration::from_secs(10));
+        c.raw("GET", "/healthz", &[], None).unwrap();
+        let r = c.raw("POST", "/v1/allocations", &[], Some(b"{}")).unwrap();
+        assert_eq!(r.body, b"{\"n\":0}");
+        // Connection 1 is kept; a request that must not be repeated still goes on a
+        // fresh connection.
+        let r = c.raw("POST", "/v1/pools", &[], Some(b"{}")).unwrap();
+        assert_eq!(r.body, b"{\"n\":0}");
+        server.join().unwrap();
+        assert_eq!(
+            lines(&seen),
+            vec![
+                (0, "GET /healthz HTTP/1.1".to_string()),
+                (1, "POST /v1/allocations HTTP/1.1".to_string()),
+                (2, "POST /v1/pools HTTP/1.1".to_string()),
+            ]
+        );
+    }
+
+    #[test]
+    fn connection_close_answers_end_the_connection() {
+        let (ep, seen, server) = test_server(vec![1, 1], true);
+        let c = Client::new(ep).with_timeout(Duration::from_secs(10));
+        c.raw("GET", "/v1/usage", &[], None).unwrap();
+        c.raw("GET", "/v1/usage", &[], None).unwrap();
+        server.join().unwrap();
+        assert_eq!(
+            lines(&seen).iter().map(|(i, _)| *i).collect::<Vec<_>>(),
+            vec![0, 1]
+        );
+    }
+
+    #[test]
+    fn unsafe_requests_are_not_resent() {
+        assert!(retry_safe("GET", "/v1/pools?x=1"));
+        assert!(retry_safe("DELETE", "/v1/allocations/a%2Fb"));
+        assert!(retry_safe("PATCH", "/v1/pools/p"));
+        assert!(retry_safe("POST", "/v1/allocations"));
+        assert!(retry_safe("POST", "/v1/gc"));
+        assert!(!retry_safe("POST", "/v1/pools"));
+        assert!(!retry_safe("POST", "/v1/prefixes"));
+        assert!(!retry_safe("POST", "/v1/external-networks"));
+        assert!(!retry_safe("POST", "/v1/whatever"));
     }
 
     #[test]

@@ -63,7 +63,7 @@ fn current(ipam: &Ipam, addr: IpAddr) -> (Option<String>, AddressState, Option<H
             let key = ipam.key_of(id).to_string();
             let h = ipam.handle(&key);
             let holder = Holder {
-                node: h.map(|h| h.node.clone()),
+                node: h.map(|h| h.node.to_string()),
                 attrs: h.map(|h| h.attrs.clone()).unwrap_or_default(),
                 since: h.map(|h| kipam_api::time::format(h.created)),
                 handle: key,

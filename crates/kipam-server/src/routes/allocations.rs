@@ -133,7 +133,7 @@ pub async fn list(
         let mut hits: Vec<&kipam_core::Handle> = ipam
             .handles()
             .filter(|h| !h.addrs.is_empty())
-            .filter(|h| q.node.as_ref().is_none_or(|n| &h.node == n))
+            .filter(|h| q.node.as_ref().is_none_or(|n| *h.node == **n))
             .filter(|h| {
                 q.handle
                     .as_ref()
@@ -142,9 +142,9 @@ pub async fn list(
             .filter(|h| {
                 q.pool
                     .as_ref()
-                    .is_none_or(|p| h.addrs.iter().any(|a| &a.pool == p))
+                    .is_none_or(|p| h.addrs.iter().any(|a| *a.pool == **p))
             })
-            .filter(|h| after.as_ref().is_none_or(|a| h.key.as_str() > a.as_str()))
+            .filter(|h| after.as_ref().is_none_or(|a| &*h.key > a.as_str()))
             .collect();
         // Only the page is sorted in full; the rest is only partitioned.
         let more = hits.len() > limit;
