@@ -477,9 +477,9 @@ fn leases_usage_gc_and_completions() {
         .fails(6, &[]);
     d.ctl(&["lease", "nodes", "--owner", "x"])
         .fails(2, &["--length"]);
-    // kipamd answers a taken prefix with 400 invalid_argument: a usage error.
+    // kipamd answers a taken prefix with 409 overlap naming the lease in the way.
     d.ctl(&["lease", "nodes", "--prefix", "10.60.0.0/24", "--owner", "x"])
-        .fails(2, &["overlaps 10.60.0.0/24"]);
+        .fails(5, &["overlaps 10.60.0.0/24"]);
 
     d.ctl(&["pool", "create", "pods", "10.61.0.0/24"]).ok();
     d.ctl(&["alloc", "net1/a/eth0", "--pool", "pods", "--node", "w1"])

@@ -165,6 +165,16 @@ pub enum Error {
         /// The largest free prefix there is, if any.
         largest: Option<Prefix>,
     },
+    /// An exact prefix lease asked for space that a block or lease already holds.
+    #[error("{prefix} in pool {pool} overlaps {taken_by}, which is already claimed")]
+    PrefixTaken {
+        /// Pool name.
+        pool: String,
+        /// The prefix asked for.
+        prefix: ipnet::IpNet,
+        /// The claims in the way (blocks or leases), comma-separated.
+        taken_by: String,
+    },
     /// A handle holds nothing (release of an unknown handle is not an error; this is for
     /// lookups that need one).
     #[error("handle {handle:?} holds nothing")]

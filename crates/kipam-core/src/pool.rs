@@ -1178,15 +1178,16 @@ impl Pool {
         }
         self.ensure_allocator()?;
         if let Err(in_the_way) = self.alloc.as_mut().map_or(Err(Vec::new()), |a| a.claim(p)) {
-            let what = in_the_way
+            let taken_by = in_the_way
                 .iter()
                 .map(ToString::to_string)
                 .collect::<Vec<_>>()
                 .join(", ");
-            return Err(invalid(
-                "prefix",
-                format!("{prefix} overlaps {what} in pool {}", self.config.name),
-            ));
+            return Err(Error::PrefixTaken {
+                pool: self.config.name.clone(),
+                prefix,
+                taken_by,
+            });
         }
         Ok(self.record_lease(p, owner, attrs, now))
     }

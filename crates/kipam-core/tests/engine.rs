@@ -520,7 +520,7 @@ fn prefix_leases() {
     )
     .expect_err("overlaps the exact lease");
     assert!(
-        matches!(&err, Error::Invalid { field, .. } if field == "prefix"),
+        matches!(&err, Error::PrefixTaken { taken_by, .. } if taken_by == "10.20.200.0/24"),
         "{err:?}"
     );
 

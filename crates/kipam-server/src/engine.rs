@@ -783,7 +783,18 @@ impl Writer {
             Mutation::RemoveExternal { name } => Ok(Outcome::Removed(
                 ipam.remove_scope_network(ObjectKind::External, name),
             )),
-            Mutation::GcReport(report) => Ok(Outcome::Gc(self.gc_report(ipam, report, now, extra))),
+            Mutation::GcReport(report) => {
+                // A report must say whose handles it covers; one without owner would
+                // reclaim every handle of every node not listed.
+                if report.node.is_none() && report.network.is_none() {
+                    return Err(CoreError::Invalid {
+                        field: "node".into(),
+                        reason: "a GC report names the node or the network it covers".into(),
+                    }
+                    .into());
+                }
+                Ok(Outcome::Gc(self.gc_report(ipam, report, now, extra)))
+            }
             Mutation::Housekeeping => {
                 self.housekeeping(ipam, now, extra)?;
                 Ok(Outcome::Done)

@@ -105,6 +105,8 @@ impl From<CoreError> for ApiError {
                 new(S::CONFLICT, ErrorCode::AddressUnavailable)
                     .conflict("prefix-lease", &format!("{pool}/{}", lease.to_net()))
             }
+            CoreError::PrefixTaken { pool, prefix, .. } => new(S::CONFLICT, ErrorCode::Overlap)
+                .conflict("prefix-lease", &format!("{pool}/{prefix}")),
             CoreError::AddressOutsidePool { .. } => {
                 new(S::BAD_REQUEST, ErrorCode::InvalidArgument).with_field("address")
             }

@@ -378,10 +378,9 @@ fn prefix_leases() {
         .lease_prefix(&lease(None, Some("10.240.7.0/24"), "node/w2"))
         .unwrap();
     assert_eq!(l2.prefix.to_string(), "10.240.7.0/24");
-    // kipam-core reports a taken exact prefix as an invalid `prefix` (400); a conflict
-    // variant would make it 409.
-    let (s, _, msg, _) = refusal(c.lease_prefix(&lease(None, Some("10.240.7.0/25"), "node/w3")));
-    assert!(s == 400 || s == 409, "{s}");
+    // A taken exact prefix is a conflict naming what is in the way.
+    let (s, code, msg, _) = refusal(c.lease_prefix(&lease(None, Some("10.240.7.0/25"), "node/w3")));
+    assert_eq!((s, code), (409, ErrorCode::Overlap));
     assert!(msg.contains("10.240.7.0/24"), "{msg}");
     let (s, _, _, body) = refusal(c.lease_prefix(&lease(None, None, "node/w3")));
     assert_eq!(s, 400);

@@ -217,6 +217,32 @@ async fn gc_reclaims_after_grace_unless_reported_again() {
 }
 
 #[tokio::test]
+async fn gc_report_without_owner_is_refused() {
+    let dir = TempDir::new("gc-owner");
+    let (c, _) = clock();
+    let e = open(&dir, &c);
+    pool(&e, "pods", "10.86.0.0/24").await;
+    e.apply(alloc("net/a/eth0", "node-1", &["pods"]))
+        .await
+        .unwrap();
+    let err = e
+        .apply(Mutation::GcReport(GcReport {
+            node: None,
+            network: None,
+            valid: vec![],
+            grace_seconds: Some(0),
+        }))
+        .await
+        .unwrap_err();
+    assert!(err.to_string().contains("node"), "{err}");
+    assert!(
+        e.pending_reclaims().is_empty(),
+        "nothing was scheduled for reclaim"
+    );
+    e.shutdown();
+}
+
+#[tokio::test]
 async fn housekeeping_records_usage_samples() {
     let dir = TempDir::new("samples");
     let (c, t) = clock();
