@@ -7,8 +7,6 @@
 //! every key they write is a property here, so a change in kipam-core that is not
 //! mirrored fails the build's tests instead of silently drifting.
 
-#![allow(dead_code)]
-
 use std::collections::BTreeMap;
 
 use utoipa::ToSchema;
@@ -44,10 +42,10 @@ pub enum Purpose {
 pub struct AddrRange {
     /// First address.
     #[schema(example = "10.0.0.10")]
-    first: String,
+    pub first: String,
     /// Last address (inclusive).
     #[schema(example = "10.0.0.20")]
-    last: String,
+    pub last: String,
 }
 
 /// A pool's configuration: the body of `POST /v1/pools`. Unknown fields are refused.
@@ -56,37 +54,37 @@ pub struct AddrRange {
 pub struct PoolConfig {
     /// Unique name: 1 to 253 printable ASCII characters without spaces.
     #[schema(example = "pods-v4")]
-    name: String,
+    pub name: String,
     /// The CIDR (host bits must be zero).
     #[schema(example = "10.244.0.0/16")]
-    cidr: String,
+    pub cidr: String,
     /// What the addresses are for (default `generic`).
     #[schema(nullable = false)]
-    purpose: Option<Purpose>,
+    pub purpose: Option<Purpose>,
     /// Address space; overlaps are refused within a scope (default `default`).
     #[schema(nullable = false)]
-    scope: Option<String>,
+    pub scope: Option<String>,
     /// Block size as a prefix length (default /26 for IPv4, /122 for IPv6).
     #[schema(nullable = false, minimum = 0, maximum = 128)]
-    block_prefix_length: Option<u8>,
+    pub block_prefix_length: Option<u8>,
     /// Addresses never handed out.
     #[schema(nullable = false)]
-    exclusions: Option<Vec<AddrRange>>,
+    pub exclusions: Option<Vec<AddrRange>>,
     /// The gateway, never handed out.
     #[schema(nullable = false)]
-    gateway: Option<String>,
+    pub gateway: Option<String>,
     /// Seconds a released address waits before dynamic reuse (default 30; 0: none).
     #[schema(nullable = false, minimum = 0)]
-    reuse_delay_seconds: Option<u64>,
+    pub reuse_delay_seconds: Option<u64>,
     /// Most blocks one node may claim (then it borrows, unless strict).
     #[schema(nullable = false, minimum = 0)]
-    max_blocks_per_node: Option<u32>,
+    pub max_blocks_per_node: Option<u32>,
     /// Never hand out addresses from another node's blocks (default false).
     #[schema(nullable = false)]
-    strict_affinity: Option<bool>,
+    pub strict_affinity: Option<bool>,
     /// Seconds an empty block stays with its node (default 300).
     #[schema(nullable = false, minimum = 0)]
-    empty_block_grace_seconds: Option<u64>,
+    pub empty_block_grace_seconds: Option<u64>,
 }
 
 /// A JSON merge patch (RFC 7386) of a pool's configuration: `PATCH /v1/pools/{name}`.
@@ -95,31 +93,31 @@ pub struct PoolConfig {
 #[schema(rename_all = "camelCase")]
 pub struct PoolPatch {
     /// Must equal the pool's name if given.
-    name: Option<String>,
+    pub name: Option<String>,
     /// Must equal the pool's CIDR if given.
-    cidr: Option<String>,
+    pub cidr: Option<String>,
     /// What the addresses are for.
-    purpose: Option<Purpose>,
+    pub purpose: Option<Purpose>,
     /// Address space.
-    scope: Option<String>,
+    pub scope: Option<String>,
     /// Block size as a prefix length.
     #[schema(minimum = 0, maximum = 128)]
-    block_prefix_length: Option<u8>,
+    pub block_prefix_length: Option<u8>,
     /// Addresses never handed out.
-    exclusions: Option<Vec<AddrRange>>,
+    pub exclusions: Option<Vec<AddrRange>>,
     /// The gateway.
-    gateway: Option<String>,
+    pub gateway: Option<String>,
     /// Seconds a released address waits before dynamic reuse.
     #[schema(minimum = 0)]
-    reuse_delay_seconds: Option<u64>,
+    pub reuse_delay_seconds: Option<u64>,
     /// Most blocks one node may claim.
     #[schema(minimum = 0)]
-    max_blocks_per_node: Option<u32>,
+    pub max_blocks_per_node: Option<u32>,
     /// Never hand out addresses from another node's blocks.
-    strict_affinity: Option<bool>,
+    pub strict_affinity: Option<bool>,
     /// Seconds an empty block stays with its node.
     #[schema(minimum = 0)]
-    empty_block_grace_seconds: Option<u64>,
+    pub empty_block_grace_seconds: Option<u64>,
 }
 
 /// A network used outside kipam (VPC, on-prem, VPN): never allocated, checked for overlap.
@@ -127,16 +125,16 @@ pub struct PoolPatch {
 pub struct ScopeNetwork {
     /// Unique name: 1 to 253 printable ASCII characters without spaces.
     #[schema(example = "office-vpn")]
-    name: String,
+    pub name: String,
     /// The network (host bits must be zero).
     #[schema(example = "192.168.0.0/16")]
-    cidr: String,
+    pub cidr: String,
     /// Scope (default `default`).
     #[schema(nullable = false)]
-    scope: Option<String>,
+    pub scope: Option<String>,
     /// Free text (owner, site, provider).
     #[schema(nullable = false)]
-    description: Option<String>,
+    pub description: Option<String>,
 }
 
 /// What an exhaustion forecast concluded.
@@ -184,10 +182,10 @@ pub enum Families {
 pub struct AvoidNet {
     /// The network.
     #[schema(example = "10.0.0.0/16")]
-    cidr: String,
+    pub cidr: String,
     /// What it is ("on-prem", "vpc"), for the operator.
     #[schema(nullable = false)]
-    label: Option<String>,
+    pub label: Option<String>,
 }
 
 /// One cluster's demand: nodes, pods or both, now and at the growth horizon.
@@ -196,40 +194,40 @@ pub struct AvoidNet {
 pub struct ClusterSpec {
     /// Cluster name (unique in the request).
     #[schema(example = "prod")]
-    name: String,
+    pub name: String,
     /// Nodes today.
     #[schema(nullable = false, minimum = 0)]
-    nodes: Option<u64>,
+    pub nodes: Option<u64>,
     /// Nodes at the growth horizon.
     #[schema(nullable = false, minimum = 0)]
-    nodes_at_horizon: Option<u64>,
+    pub nodes_at_horizon: Option<u64>,
     /// Pods a node may run (kubelet `maxPods`; default 110).
     #[schema(nullable = false, minimum = 0)]
-    max_pods_per_node: Option<u32>,
+    pub max_pods_per_node: Option<u32>,
     /// Pods today.
     #[schema(nullable = false, minimum = 0)]
-    pods: Option<u64>,
+    pub pods: Option<u64>,
     /// Pods at the growth horizon.
     #[schema(nullable = false, minimum = 0)]
-    pods_at_horizon: Option<u64>,
+    pub pods_at_horizon: Option<u64>,
     /// Services (ClusterIPs) at the horizon.
     #[schema(nullable = false, minimum = 0)]
-    services: Option<u64>,
+    pub services: Option<u64>,
     /// LoadBalancer addresses at the horizon (0: no range is planned).
     #[schema(nullable = false, minimum = 0)]
-    load_balancers: Option<u64>,
+    pub load_balancers: Option<u64>,
     /// Address families (default `ipv4`).
     #[schema(nullable = false)]
-    families: Option<Families>,
+    pub families: Option<Families>,
     /// Overrides the request's headroom for this cluster, in percent.
     #[schema(nullable = false, minimum = 0)]
-    headroom_pct: Option<u32>,
+    pub headroom_pct: Option<u32>,
     /// A fixed IPv4 node mask instead of the computed one.
     #[schema(nullable = false, minimum = 0, maximum = 32)]
-    node_mask_v4: Option<u8>,
+    pub node_mask_v4: Option<u8>,
     /// A fixed IPv6 node mask instead of /64.
     #[schema(nullable = false, minimum = 0, maximum = 128)]
-    node_mask_v6: Option<u8>,
+    pub node_mask_v6: Option<u8>,
 }
 
 /// The body of `POST /v1/plan`: clusters, where to carve them from, what to avoid.
@@ -237,16 +235,16 @@ pub struct ClusterSpec {
 #[schema(rename_all = "camelCase")]
 pub struct PlanRequest {
     /// The clusters to plan, in the order their plans are returned.
-    clusters: Vec<ClusterSpec>,
+    pub clusters: Vec<ClusterSpec>,
     /// The address space to carve from, any number per family. Must not overlap.
     #[schema(example = json!(["10.0.0.0/8", "fd00::/48"]))]
-    supernets: Vec<String>,
+    pub supernets: Vec<String>,
     /// Networks nothing planned may touch: external networks, existing pools, routes.
     #[schema(nullable = false)]
-    avoid: Option<Vec<AvoidNet>>,
+    pub avoid: Option<Vec<AvoidNet>>,
     /// Headroom on top of the horizon demand, in percent (default 50).
     #[schema(nullable = false, minimum = 0)]
-    headroom_pct: Option<u32>,
+    pub headroom_pct: Option<u32>,
 }
 
 /// Which range of a planned cluster.
@@ -280,33 +278,33 @@ pub enum WarningKind {
 #[schema(rename_all = "camelCase")]
 pub struct PlanWarning {
     /// What it is about.
-    kind: WarningKind,
+    pub kind: WarningKind,
     /// The same, as a sentence.
-    message: String,
+    pub message: String,
     /// Node mask (all kinds but `smaller-than-preferred`).
     #[schema(nullable = false)]
-    node_mask: Option<u8>,
+    pub node_mask: Option<u8>,
     /// Usable addresses per node CIDR (`node-mask-caps-pods`).
     #[schema(nullable = false)]
-    usable: Option<u64>,
+    pub usable: Option<u64>,
     /// Requested `maxPodsPerNode` (`node-mask-caps-pods`, `node-mask-tight`).
     #[schema(nullable = false)]
-    requested: Option<u32>,
+    pub requested: Option<u32>,
     /// Addresses per node CIDR (`node-mask-tight`).
     #[schema(nullable = false)]
-    addresses: Option<u64>,
+    pub addresses: Option<u64>,
     /// Cluster CIDR prefix length (`node-allocator-limit`).
     #[schema(nullable = false)]
-    cluster_mask: Option<u8>,
+    pub cluster_mask: Option<u8>,
     /// Which range (`smaller-than-preferred`).
     #[schema(nullable = false)]
-    what: Option<RangeKind>,
+    pub what: Option<RangeKind>,
     /// Preferred prefix length (`smaller-than-preferred`).
     #[schema(nullable = false)]
-    preferred: Option<u8>,
+    pub preferred: Option<u8>,
     /// Planned prefix length (`smaller-than-preferred`).
     #[schema(nullable = false)]
-    planned: Option<u8>,
+    pub planned: Option<u8>,
 }
 
 /// A planned cluster (pod) CIDR with its node mask and the limits they imply.
@@ -315,23 +313,23 @@ pub struct PlanWarning {
 pub struct PodPlan {
     /// The cluster CIDR (`--cluster-cidr`).
     #[schema(example = "10.1.0.0/16")]
-    cidr: String,
+    pub cidr: String,
     /// Node CIDR prefix length (`--node-cidr-mask-size-ipv4/-ipv6`).
-    node_mask: u8,
+    pub node_mask: u8,
     /// Node CIDRs the cluster CIDR holds.
-    max_nodes: u64,
+    pub max_nodes: u64,
     /// Pods per node: the requested `maxPodsPerNode`, capped by the node mask.
-    max_pods_per_node: u64,
+    pub max_pods_per_node: u64,
     /// `maxNodes × maxPodsPerNode`.
-    max_pods: u64,
+    pub max_pods: u64,
     /// Nodes planned for before headroom.
-    nodes_needed: u64,
+    pub nodes_needed: u64,
     /// Pods planned for before headroom.
-    pods_needed: u64,
+    pub pods_needed: u64,
     /// Room above `nodesNeeded`, in percent.
-    headroom_pct: u64,
+    pub headroom_pct: u64,
     /// How the size was chosen.
-    reason: String,
+    pub reason: String,
 }
 
 /// A planned service CIDR or LoadBalancer range.
@@ -340,15 +338,15 @@ pub struct PodPlan {
 pub struct RangePlan {
     /// The range.
     #[schema(example = "10.2.0.0/20")]
-    cidr: String,
+    pub cidr: String,
     /// Addresses planned for before headroom.
-    needed: u64,
+    pub needed: u64,
     /// Usable addresses in the range.
-    capacity: u64,
+    pub capacity: u64,
     /// Room above `needed`, in percent.
-    headroom_pct: u64,
+    pub headroom_pct: u64,
     /// How the size was chosen.
-    reason: String,
+    pub reason: String,
 }
 
 /// One cluster's ranges in one family.
@@ -356,16 +354,16 @@ pub struct RangePlan {
 #[schema(rename_all = "camelCase")]
 pub struct FamilyPlan {
     /// The family.
-    family: Family,
+    pub family: Family,
     /// Cluster (pod) CIDR and node mask.
-    pods: PodPlan,
+    pub pods: PodPlan,
     /// Service CIDR.
-    services: RangePlan,
+    pub services: RangePlan,
     /// LoadBalancer range; absent when none was asked for.
     #[schema(nullable = false)]
-    load_balancers: Option<RangePlan>,
+    pub load_balancers: Option<RangePlan>,
     /// Limits worth knowing before using the plan.
-    warnings: Vec<PlanWarning>,
+    pub warnings: Vec<PlanWarning>,
 }
 
 /// One cluster's plan.
@@ -373,23 +371,23 @@ pub struct FamilyPlan {
 #[schema(rename_all = "camelCase")]
 pub struct ClusterPlan {
     /// Cluster name.
-    name: String,
+    pub name: String,
     /// The headroom policy applied, in percent.
-    headroom_policy_pct: u32,
+    pub headroom_policy_pct: u32,
     /// One entry per family, IPv4 first.
-    families: Vec<FamilyPlan>,
+    pub families: Vec<FamilyPlan>,
 }
 
 /// The answer of `POST /v1/plan`: per cluster and family, overlap-free ranges.
 #[derive(ToSchema)]
 pub struct Plan {
     /// One entry per requested cluster, in request order.
-    clusters: Vec<ClusterPlan>,
+    pub clusters: Vec<ClusterPlan>,
 }
 
 /// Free-form string attributes.
 #[derive(ToSchema)]
-pub struct Attrs(BTreeMap<String, String>);
+pub struct Attrs(pub BTreeMap<String, String>);
 
 #[cfg(test)]
 #[allow(clippy::unwrap_used)]
