@@ -28,12 +28,11 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, RwLock, mpsc};
+use std::sync::{Arc, Mutex, RwLock};
 use std::time::{Duration, Instant};
 
 use common::TempDir;
@@ -93,32 +92,7 @@ impl Proc {
 /// Starts kipamd on `listen`; returns it with the TCP address it bound, or None if it
 /// exited before listening (for instance the port was taken meanwhile).
 fn spawn(dir: &Path, listen: &str) -> (Proc, Option<String>) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kipamd"))
-        .arg("--data")
-        .arg(dir)
-        .args(["--listen", listen])
-        .env("KIPAM_LOG", "info")
-        .env_remove("KIPAM_TOKENS")
-        .env_remove("KIPAM_CONFIG")
-        .env_remove("KIPAM_SOCKET")
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let stderr = child.stderr.take().unwrap();
-    let log = Arc::new(Mutex::new(Vec::new()));
-    let (tx, rx) = mpsc::channel();
-    let log2 = log.clone();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            if let Some(rest) = line.split("listening on http://").nth(1) {
-                let addr = rest.split_whitespace().next().unwrap_or_default();
-                let _ = tx.send(addr.to_string());
-            }
-            log2.lock().unwrap().push(line);
-        }
-    });
-    let addr = rx.recv_timeout(Duration::from_secs(30)).ok();
+    let (child, log, addr) = common::spawn_kipamd(dir, listen, &[]);
     (Proc { child, log }, addr)
 }
 

@@ -3,33 +3,17 @@
 //! grace period and only what was not reported again, usage samples accumulate.
 #![allow(clippy::unwrap_used)]
 
+mod common;
+
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
+use common::{TempDir, skip};
 use kipam_core::{AllocRequest, PoolConfig, Source, Want};
 use kipam_server::engine::{Clock, Engine, EngineOptions, EventKind, GcReport, Mutation, Outcome};
-
-struct TempDir(PathBuf);
-impl TempDir {
-    fn new(tag: &str) -> TempDir {
-        static N: AtomicU64 = AtomicU64::new(0);
-        let p = std::env::temp_dir().join(format!(
-            "kipam-engine-{tag}-{}-{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        ));
-        let _ = std::fs::remove_dir_all(&p);
-        TempDir(p)
-    }
-}
-impl Drop for TempDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
-    }
-}
 
 fn clock() -> (Clock, Arc<AtomicU64>) {
     let t = Arc::new(AtomicU64::new(1_700_000_000_000));
@@ -377,26 +361,6 @@ fn is_root() -> bool {
     std::fs::metadata("/proc/self")
         .map(|m| m.uid() == 0)
         .unwrap_or(false)
-}
-
-/// Reports a test that cannot run: fails under KIPAM_REQUIRE_REAL (CI), else SKIPPED.
-fn skip(test: &str, why: &str) {
-    assert!(
-        std::env::var_os("KIPAM_REQUIRE_REAL").is_none(),
-        "{test} cannot run here ({why}) and KIPAM_REQUIRE_REAL forbids skipping"
-    );
-    println!("SKIPPED: {test}: {why}");
-    eprintln!("SKIPPED: {test}: {why}");
-    if let Some(log) = std::env::var_os("KIPAM_SKIP_LOG") {
-        use std::io::Write;
-        if let Ok(mut f) = std::fs::OpenOptions::new()
-            .append(true)
-            .create(true)
-            .open(log)
-        {
-            let _ = writeln!(f, "{test}: {why}");
-        }
-    }
 }
 
 #[tokio::test]

@@ -52,41 +52,11 @@ impl Daemon {
     }
 
     pub fn start_in(dir: TempDir, extra: &[&str]) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kipamd"))
-            .arg("--data")
-            .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0"])
-            .args(extra)
-            .env("KIPAM_LOG", "info")
-            .env_remove("KIPAM_TOKENS")
-            .env_remove("KIPAM_CONFIG")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap();
-        let stderr = child.stderr.take().unwrap();
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (tx, rx) = mpsc::channel();
-        let log2 = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if let Some(rest) = line.split("listening on http://").nth(1) {
-                    let _ = tx.send(
-                        rest.split_whitespace()
-                            .next()
-                            .unwrap_or_default()
-                            .to_string(),
-                    );
-                }
-                log2.lock().unwrap().push(line);
-            }
-        });
-        let addr = match rx.recv_timeout(Duration::from_secs(20)) {
-            Ok(a) => a,
-            Err(_) => {
-                let _ = child.kill();
-                panic!("kipamd did not start: {:?}", log.lock().unwrap());
-            }
+        let (child, log, addr) = spawn_kipamd(dir.path(), "127.0.0.1:0", extra);
+        let Some(addr) = addr else {
+            let mut child = child;
+            let _ = child.kill();
+            panic!("kipamd did not start: {:?}", log.lock().unwrap());
         };
         let d = Daemon {
             child: Some(child),
@@ -180,6 +150,43 @@ pub fn run_to_exit(args: &[&str]) -> (Option<i32>, String) {
         out.status.code(),
         String::from_utf8_lossy(&out.stderr).into_owned(),
     )
+}
+
+/// Spawns kipamd on `dir` listening on `listen` (plus `extra` flags), collects its log,
+/// and returns the TCP address it says it listens on (None if it did not within 30 s).
+pub fn spawn_kipamd(
+    dir: &Path,
+    listen: &str,
+    extra: &[&str],
+) -> (Child, Arc<Mutex<Vec<String>>>, Option<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kipamd"))
+        .arg("--data")
+        .arg(dir)
+        .args(["--listen", listen])
+        .args(extra)
+        .env("KIPAM_LOG", "info")
+        .env_remove("KIPAM_TOKENS")
+        .env_remove("KIPAM_CONFIG")
+        .env_remove("KIPAM_SOCKET")
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let log = Arc::new(Mutex::new(Vec::new()));
+    let (tx, rx) = mpsc::channel();
+    let log2 = log.clone();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if let Some(rest) = line.split("listening on http://").nth(1) {
+                let addr = rest.split_whitespace().next().unwrap_or_default();
+                let _ = tx.send(addr.to_string());
+            }
+            log2.lock().unwrap().push(line);
+        }
+    });
+    let addr = rx.recv_timeout(Duration::from_secs(30)).ok();
+    (child, log, addr)
 }
 
 /// Reports a test that cannot run here: fails under KIPAM_REQUIRE_REAL (CI), else prints
