@@ -141,11 +141,19 @@ impl From<EngineError> for ApiError {
                 "kipamd is shutting down; retry against the new instance",
             ),
             e @ (EngineError::Store(_) | EngineError::Ipam(_)) => {
-                tracing::error!(error = %e, "store failure");
+                // With its causes: "…: I/O error" alone does not say what to do.
+                let mut message = e.to_string();
+                let mut cause = std::error::Error::source(&e);
+                while let Some(c) = cause {
+                    message.push_str(": ");
+                    message.push_str(&c.to_string());
+                    cause = c.source();
+                }
+                tracing::error!(error = %message, "store failure");
                 ApiError::new(
                     StatusCode::SERVICE_UNAVAILABLE,
                     ErrorCode::Unavailable,
-                    e.to_string(),
+                    message,
                 )
             }
         }

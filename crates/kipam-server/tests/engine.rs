@@ -436,3 +436,40 @@ async fn disk_full_fails_the_batch_and_loses_nothing() {
     );
     e.shutdown();
 }
+
+/// The writer commits without an fsync and a thread of its own syncs the WAL before any
+/// answer: when that sync fails, the batch it covered is answered with an error (never
+/// as a success), kipamd reports not ready, and refuses mutations from then on, since
+/// what reached the disk is unknown. Reads do not hang.
+#[tokio::test]
+async fn a_failed_wal_sync_fails_its_batch_and_stops_mutations() {
+    let dir = TempDir::new("walsync");
+    let (c, _) = clock();
+    let e = open(&dir, &c);
+    pool(&e, "pods", "10.90.0.0/24").await;
+    let first = addrs(e.apply(alloc("h1", "n", &["pods"])).await.unwrap());
+    assert!(e.ready());
+    // The WAL disappears under kipamd (SQLite keeps writing to its open descriptor):
+    // the sync thread cannot reach the file any more.
+    std::fs::remove_file(dir.0.join("kipam.db-wal")).unwrap();
+    let err = e
+        .apply(alloc("h2", "n", &["pods"]))
+        .await
+        .expect_err("an allocation whose sync failed is not a success");
+    assert!(err.to_string().contains("kipam.db-wal"), "{err}");
+    assert!(!e.ready(), "not ready after a failed sync");
+    let later = e
+        .apply(alloc("h3", "n", &["pods"]))
+        .await
+        .expect_err("no mutation after a failed sync");
+    let mut chain = later.to_string();
+    let mut source = std::error::Error::source(&later);
+    while let Some(cause) = source {
+        chain.push_str(&format!(": {cause}"));
+        source = cause.source();
+    }
+    assert!(chain.contains("restart kipamd"), "{chain}");
+    let held = e.read(|i| i.handle("h1").map(|h| h.addrs[0].addr));
+    assert_eq!(held, Some(first[0]));
+    e.shutdown();
+}

@@ -31,7 +31,7 @@ pub mod store;
 
 pub use ipam::{IntegrityReport, IpamError, IpamStore};
 pub use memory::MemStore;
-pub use sqlite::{SqliteOptions, SqliteStore};
+pub use sqlite::{Checkpoint, CheckpointStats, SqliteOptions, SqliteStore, WalSync};
 pub use store::{
     Expect, Op, Record, Revision, Store, StoreError, Txn, TxnBody, optimistic_run_txn, transact,
 };

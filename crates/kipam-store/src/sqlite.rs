@@ -6,6 +6,8 @@
 //! - WAL journal: readers never block the writer and the writer never blocks readers.
 //! - `synchronous=FULL`: every commit is fsynced before it returns (NORMAL in WAL mode can
 //!   lose the last commits on power loss — an address handed out and then forgotten).
+//!   A long-lived writer may move that fsync to a thread of its own
+//!   ([`SqliteStore::with_deferred_sync`], [`WalSync`]) and answer only after it.
 //! - Every write, including [`Store::run_txn`], starts with `BEGIN IMMEDIATE`, taking the
 //!   single write lock up front. A read-modify-write therefore reads and writes under the
 //!   lock: no conflicts, no retries, the body runs exactly once. Waiting for the lock is
@@ -68,6 +70,71 @@ impl Default for SqliteOptions {
             busy_timeout: Duration::from_secs(10),
         }
     }
+}
+
+/// Syncs a database's WAL file: `fdatasync` on a descriptor of its own for the same
+/// file, which makes every frame any connection wrote before the call durable (see
+/// [`SqliteStore::with_deferred_sync`]).
+#[derive(Debug)]
+pub struct WalSync {
+    wal: PathBuf,
+    dir: PathBuf,
+    /// The open WAL and its (device, inode), to notice a WAL that was replaced.
+    file: Option<(std::fs::File, (u64, u64))>,
+}
+
+impl WalSync {
+    /// The WAL file it syncs.
+    pub fn path(&self) -> &Path {
+        &self.wal
+    }
+
+    /// Makes every WAL frame written so far durable. Call it after the commits it must
+    /// cover have returned. The first call (and a call that finds the WAL replaced, which
+    /// only happens if every connection closed meanwhile) also syncs the directory, for
+    /// the WAL's directory entry. Errors: [`StoreError::Io`] naming the WAL file; after
+    /// an error, whether those frames reached the disk is unknown.
+    pub fn sync(&mut self) -> Result<(), StoreError> {
+        use std::os::unix::fs::MetadataExt;
+        let io = |path: &Path, source: std::io::Error| StoreError::Io {
+            path: path.to_path_buf(),
+            source,
+        };
+        let on_disk = std::fs::metadata(&self.wal).map_err(|e| io(&self.wal, e))?;
+        let id = (on_disk.dev(), on_disk.ino());
+        if self.file.as_ref().map(|(_, open)| *open) != Some(id) {
+            let file = std::fs::File::open(&self.wal).map_err(|e| io(&self.wal, e))?;
+            let meta = file.metadata().map_err(|e| io(&self.wal, e))?;
+            std::fs::File::open(&self.dir)
+                .and_then(|d| d.sync_all())
+                .map_err(|e| io(&self.dir, e))?;
+            self.file = Some((file, (meta.dev(), meta.ino())));
+        }
+        match &self.file {
+            Some((file, _)) => file.sync_data().map_err(|e| io(&self.wal, e)),
+            None => Ok(()),
+        }
+    }
+}
+
+/// How [`SqliteStore::checkpoint`] treats the WAL.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Checkpoint {
+    /// Copy what can be copied without waiting; leave the WAL file as it is.
+    Passive,
+    /// Copy everything and truncate the WAL to zero bytes, or give up when busy.
+    Truncate,
+}
+
+/// What a checkpoint did (SQLite's `wal_checkpoint` row).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct CheckpointStats {
+    /// It could not finish because another connection was reading or writing.
+    pub busy: bool,
+    /// Frames in the WAL when it ran.
+    pub wal_frames: u64,
+    /// Of those, frames now copied into the main file.
+    pub copied_frames: u64,
 }
 
 /// The SQLite-backed [`Store`]. Cheap to open; safe to open many times, from many threads
@@ -158,6 +225,83 @@ impl SqliteStore {
     pub fn with_wal_trim_frames(mut self, frames: u64) -> Self {
         self.wal_trim_frames = frames;
         self
+    }
+
+    /// Bounds the WAL file left behind when SQLite starts it over after a complete
+    /// checkpoint (`PRAGMA journal_size_limit`): without a bound a WAL that a busy writer
+    /// once grew stays that size on disk. Errors: as [`SqliteStore::open`].
+    pub fn with_wal_size_limit(self, bytes: u64) -> Result<Self, StoreError> {
+        let limit = i64::try_from(bytes).unwrap_or(i64::MAX);
+        self.conn()
+            .query_row(&format!("PRAGMA journal_size_limit = {limit}"), [], |_| {
+                Ok(())
+            })
+            .map_err(|e| self.ctx.map("open", e))?;
+        Ok(self)
+    }
+
+    /// Stops this connection from fsyncing the WAL at each commit
+    /// (`synchronous=NORMAL`), for a writer that syncs it itself, through
+    /// [`SqliteStore::wal_sync`], before it treats any commit as durable — off its commit
+    /// path, so the next transaction is written while the last one is synced (kipamd's
+    /// group commit). Until that sync a commit survives a crash of the process but not a
+    /// power loss. Checkpoints still sync the WAL before copying it and the main file
+    /// after, exactly as with `FULL`; the one thing `FULL` adds is this per-commit sync.
+    /// Errors: as [`SqliteStore::open`].
+    pub fn with_deferred_sync(self) -> Result<Self, StoreError> {
+        self.conn()
+            .pragma_update(None, "synchronous", "NORMAL")
+            .map_err(|e| self.ctx.map("open", e))?;
+        Ok(self)
+    }
+
+    /// A handle that makes this file's committed WAL frames durable (see
+    /// [`SqliteStore::with_deferred_sync`]); usable from another thread than the one
+    /// committing.
+    pub fn wal_sync(&self) -> WalSync {
+        let mut wal = self.ctx.path.clone().into_os_string();
+        wal.push("-wal");
+        WalSync {
+            wal: PathBuf::from(wal),
+            dir: self
+                .ctx
+                .path
+                .parent()
+                .map_or_else(|| PathBuf::from("."), Path::to_path_buf),
+            file: None,
+        }
+    }
+
+    /// Copies committed WAL frames into the main file now, on this connection.
+    ///
+    /// [`Checkpoint::Passive`] copies what it can without waiting for or blocking anyone:
+    /// another connection may keep committing meanwhile, so a long-lived writer (kipamd)
+    /// runs it on a thread of its own instead of pausing its commits for it. SQLite starts
+    /// the WAL over at the next commit once a checkpoint has copied all of it.
+    /// [`Checkpoint::Truncate`] also empties the WAL file, and gives up at once
+    /// ([`CheckpointStats::busy`]) when another connection is reading or writing.
+    /// Either way the main file is synced before the WAL is reused, so no commit's
+    /// durability depends on when (or whether) this runs. Errors: [`StoreError::DiskFull`],
+    /// [`StoreError::Io`], naming the file.
+    pub fn checkpoint(&self, mode: Checkpoint) -> Result<CheckpointStats, StoreError> {
+        let conn = self.conn();
+        let sql = match mode {
+            Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
+            Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+        };
+        let waited = conn.busy_timeout(Duration::ZERO);
+        let stats = conn.query_row(sql, [], |row| {
+            Ok(CheckpointStats {
+                busy: row.get::<_, i64>(0)? != 0,
+                wal_frames: u64::try_from(row.get::<_, i64>(1)?).unwrap_or(0),
+                copied_frames: u64::try_from(row.get::<_, i64>(2)?).unwrap_or(0),
+            })
+        });
+        // As in `trim_wal`: restoring the timeout only sets a field of the connection.
+        if waited.is_ok() {
+            let _ = conn.busy_timeout(self.ctx.busy_timeout);
+        }
+        stats.map_err(|e| self.ctx.map("checkpoint", e))
     }
 
     /// The database file (`dir/kipam.db`).
