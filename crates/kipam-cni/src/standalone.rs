@@ -275,7 +275,7 @@ impl Backend for Standalone {
             key: alloc.handle.into(),
             node: alloc.node.into(),
             attrs: BTreeMap::new(),
-            addrs: got,
+            addrs: got.into(),
             created: 0,
         };
         Ok(Self::assigned(req, &handle))

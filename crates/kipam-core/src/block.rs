@@ -4,7 +4,8 @@
 //! (released less than the pool's reuse delay ago) or reserved (network, broadcast, gateway,
 //! excluded). A `busy` bitmap (held | quarantined | reserved) makes finding a free address a
 //! scan of 64-bit words from a next-fit cursor, so a just-freed address is the last one the
-//! cursor comes back to. Quarantine is a queue in release order; with one reuse delay per
+//! cursor comes back to. The busy, reserved and quarantined bitmaps share one allocation
+//! (one cache line for a /26), as an operation reads more than one of them. Quarantine is a queue in release order; with one reuse delay per
 //! pool and a clock that only moves forward, release order is expiry order, so expired
 //! entries leave from the front in amortised O(1).
 //!
@@ -70,34 +71,54 @@ pub struct Block {
     prefix: Prefix,
     node: String,
     owners: Vec<HandleId>,
-    busy: Vec<u64>,
-    reserved: Vec<u64>,
+    /// Three bitmaps in one allocation (one cache line for a /26): `busy`, `reserved` and
+    /// `quar` (quarantined), each `size / 64` words (at least one).
+    bits: Vec<u64>,
     quarantine: VecDeque<(u32, Millis)>,
-    quar: Vec<u64>,
     cursor: u32,
     held: u32,
     reserved_count: u32,
     empty_since: Option<Millis>,
     /// Listed in the pool's dirty set already (see `Pool::take_dirty`).
     pub(crate) dirty: bool,
+    /// The pool's slot for `node` (set when the pool installs the body), so keeping the
+    /// node's summaries current needs no lookup by name.
+    pub(crate) node_slot: u32,
+    /// What the pool's node index holds for this body (`None`: not indexed yet).
+    pub(crate) indexed: Option<crate::pool::IndexKey>,
 }
 
-fn bit(bits: &[u64], i: u32) -> bool {
-    bits[(i / 64) as usize] & (1 << (i % 64)) != 0
+/// Which of a block's bitmaps.
+#[derive(Clone, Copy)]
+enum Plane {
+    Busy = 0,
+    Reserved = 1,
+    Quar = 2,
 }
 
-fn set(bits: &mut [u64], i: u32, on: bool) {
-    let w = &mut bits[(i / 64) as usize];
-    if on {
-        *w |= 1 << (i % 64);
-    } else {
-        *w &= !(1 << (i % 64));
-    }
-}
+use Plane::{Busy, Quar, Reserved};
 
 impl Block {
     /// Largest block, in host bits: 2^16 addresses.
     pub const MAX_HOST_BITS: u8 = 16;
+
+    fn words(&self) -> usize {
+        self.bits.len() / 3
+    }
+
+    fn bit(&self, plane: Plane, i: u32) -> bool {
+        self.bits[plane as usize * self.words() + (i / 64) as usize] & (1 << (i % 64)) != 0
+    }
+
+    fn set(&mut self, plane: Plane, i: u32, on: bool) {
+        let at = plane as usize * self.words() + (i / 64) as usize;
+        let w = &mut self.bits[at];
+        if on {
+            *w |= 1 << (i % 64);
+        } else {
+            *w &= !(1 << (i % 64));
+        }
+    }
 
     /// A block of `prefix` affine to `node`, empty since `now`; `reserved(offset)` says which
     /// addresses are never handed out. `prefix` must have at most [`Self::MAX_HOST_BITS`]
@@ -109,19 +130,19 @@ impl Block {
             prefix,
             node: node.to_string(),
             owners: vec![0; size as usize],
-            busy: vec![0; words],
-            reserved: vec![0; words],
+            bits: vec![0; 3 * words],
             quarantine: VecDeque::new(),
-            quar: vec![0; words],
             cursor: 0,
             held: 0,
             reserved_count: 0,
             empty_since: Some(now),
             dirty: false,
+            node_slot: u32::MAX,
+            indexed: None,
         };
         // Bits past the end of a block smaller than a word stay busy forever.
         if size < 64 {
-            b.busy[0] = !0u64 << size;
+            b.bits[0] = !0u64 << size;
         }
         b.set_reserved(reserved);
         b
@@ -133,9 +154,9 @@ impl Block {
     pub fn set_reserved(&mut self, reserved: impl Fn(u32) -> bool) {
         for i in 0..self.size() {
             let r = reserved(i);
-            set(&mut self.reserved, i, r);
+            self.set(Reserved, i, r);
             if matches!(self.state(i), AddrState::Free | AddrState::Reserved) {
-                set(&mut self.busy, i, r);
+                self.set(Busy, i, r);
             }
         }
         self.recount_reserved();
@@ -187,14 +208,14 @@ impl Block {
         let owner = self.owners[offset as usize];
         if owner != 0 {
             AddrState::Held(owner)
-        } else if bit(&self.quar, offset) {
+        } else if self.bit(Quar, offset) {
             let until = self
                 .quarantine
                 .iter()
                 .find(|(o, _)| *o == offset)
                 .map_or(0, |&(_, t)| t);
             AddrState::Quarantined(until)
-        } else if bit(&self.reserved, offset) {
+        } else if self.bit(Reserved, offset) {
             AddrState::Reserved
         } else {
             AddrState::Free
@@ -239,16 +260,16 @@ impl Block {
                 break;
             }
             self.quarantine.pop_front();
-            set(&mut self.quar, offset, false);
-            let reserved = bit(&self.reserved, offset);
-            set(&mut self.busy, offset, reserved);
+            self.set(Quar, offset, false);
+            let reserved = self.bit(Reserved, offset);
+            self.set(Busy, offset, reserved);
             self.reserved_count += u32::from(reserved);
         }
     }
 
     fn hold(&mut self, offset: u32, handle: HandleId) {
         self.owners[offset as usize] = handle;
-        set(&mut self.busy, offset, true);
+        self.set(Busy, offset, true);
         self.held += 1;
         self.empty_since = None;
     }
@@ -264,17 +285,18 @@ impl Block {
     }
 
     fn next_free(&self) -> Option<u32> {
-        let words = self.busy.len();
+        let words = self.words();
+        let busy = &self.bits[..words];
         let start = self.cursor as usize;
         let (w0, b0) = (start / 64, start % 64);
         // First the rest of the cursor's word, then the following words, then wrap around.
-        let first = !self.busy[w0] & (!0u64 << b0);
+        let first = !busy[w0] & (!0u64 << b0);
         if first != 0 {
             return Some((w0 * 64) as u32 + first.trailing_zeros());
         }
         for k in 1..=words {
             let w = (w0 + k) % words;
-            let free = !self.busy[w];
+            let free = !busy[w];
             if free != 0 {
                 return Some((w * 64) as u32 + free.trailing_zeros());
             }
@@ -286,7 +308,7 @@ impl Block {
     /// in the pool is free).
     pub fn take_quarantined(&mut self, handle: HandleId) -> Option<u32> {
         let (offset, _) = self.quarantine.pop_front()?;
-        set(&mut self.quar, offset, false);
+        self.set(Quar, offset, false);
         self.hold(offset, handle);
         Some(offset)
     }
@@ -305,7 +327,7 @@ impl Block {
             AddrState::Free => {}
             AddrState::Quarantined(_) => {
                 self.quarantine.retain(|(o, _)| *o != offset);
-                set(&mut self.quar, offset, false);
+                self.set(Quar, offset, false);
             }
             other => return Err(other),
         }
@@ -325,10 +347,10 @@ impl Block {
         self.held -= 1;
         if until > now {
             self.quarantine.push_back((offset, until));
-            set(&mut self.quar, offset, true);
+            self.set(Quar, offset, true);
         } else {
-            let reserved = bit(&self.reserved, offset);
-            set(&mut self.busy, offset, reserved);
+            let reserved = self.bit(Reserved, offset);
+            self.set(Busy, offset, reserved);
             self.reserved_count += u32::from(reserved);
         }
         if self.held == 0 {
@@ -358,9 +380,9 @@ impl Block {
                 // queue must stay sorted by expiry for `expire` and the summary).
                 let at = self.quarantine.partition_point(|&(_, t)| t < until);
                 self.quarantine.insert(at, (offset, until));
-                set(&mut self.quar, offset, true);
+                self.set(Quar, offset, true);
             }
-            None => set(&mut self.busy, offset, false),
+            None => self.set(Busy, offset, false),
         }
         self.cursor = cursor;
         if self.held == 0 {
@@ -392,8 +414,8 @@ impl Block {
             AddrState::Reserved => self.reserved_count -= 1,
             other => return Err(other),
         }
-        set(&mut self.busy, offset, true);
-        set(&mut self.quar, offset, true);
+        self.set(Busy, offset, true);
+        self.set(Quar, offset, true);
         self.quarantine.push_back((offset, until));
         Ok(())
     }
@@ -402,7 +424,7 @@ impl Block {
     pub fn check(&self) -> Result<(), String> {
         let (mut free, mut held, mut quarantined, mut reserved) = (0u32, 0u32, 0u32, 0u32);
         for i in 0..self.size() {
-            let busy = bit(&self.busy, i);
+            let busy = self.bit(Busy, i);
             match self.state(i) {
                 AddrState::Free => {
                     free += 1;

@@ -6,46 +6,29 @@
 //! runs the operation, and writes back what [`Ipam::take_dirty`] names. Requests that touch
 //! several addresses (dual-stack) are all-or-nothing: every step is recorded and undone if
 //! a later step fails.
+//!
+//! Handle records and their keys live in [`crate::handles`], shaped for the hot path: a
+//! request's key is hashed once, its record is one slot next to its key, and
+//! [`Ipam::allocate_held`] / [`Ipam::release_held`] hand back the record's own addresses
+//! (`allocate` and `release_handle` are the same with a copy into a `Vec`).
 
 use std::borrow::Cow;
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Arc;
 
-use foldhash::{HashMap, HashSet};
+use foldhash::HashSet;
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
 
+pub use crate::handles::{Handle, HeldAddr, HeldAddrs};
+
 use crate::block::{Block, HandleId, Millis};
 use crate::error::{Error, Need, Result};
+use crate::handles::HandleTable;
 use crate::overlap::{NetObject, ObjectKind, ObjectRef, Overlap, find_overlaps, first_conflict};
 use crate::pool::{Lease, Pool, PoolConfig, PoolDirty, Purpose, Undo, validate_name};
 use crate::prefix::{AddrRange, Family, Prefix};
-
-/// An address held by a handle.
-#[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
-pub struct HeldAddr {
-    /// The pool it came from (the engine's interned name: cloning it allocates nothing).
-    pub pool: Arc<str>,
-    /// The address.
-    pub addr: IpAddr,
-}
-
-/// The owner of allocations: its key, node, attributes and what it holds.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
-pub struct Handle {
-    /// The key (for CNI: `<network>/<containerID>/<ifname>`); the engine's interned key.
-    pub key: Arc<str>,
-    /// The node it allocated for; the engine's interned node name.
-    pub node: Arc<str>,
-    /// Attributes (pod namespace/name/uid, labels).
-    #[serde(default)]
-    pub attrs: BTreeMap<String, String>,
-    /// What it holds, in request order.
-    pub addrs: Vec<HeldAddr>,
-    /// When it first allocated.
-    pub created: Millis,
-}
 
 /// Where one address of a request comes from.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -120,22 +103,13 @@ pub struct Dirty {
 #[derive(Clone, Debug, Default)]
 pub struct Ipam {
     pools: BTreeMap<String, Pool>,
-    /// Interned handle keys. The key is allocated once and shared by `ids`, `keys` and
-    /// `dirty_handles`; ids are dense, so per-id data lives in vectors at `id - 1`.
-    ids: HashMap<Arc<str>, HandleId>,
-    keys: Vec<Option<Arc<str>>>,
-    free_ids: Vec<HandleId>,
-    /// Loaded handle records, at `id - 1`.
-    handles: Vec<Option<Handle>>,
+    /// Interned handle keys and the loaded handle records (see [`crate::handles`]).
+    handles: HandleTable,
     /// Interned node names, shared by the handle records of each node.
     nodes: HashSet<Arc<str>>,
-    /// Whether the key at `id - 1` is in `dirty_handles` already: spares a hash lookup
-    /// (and a string comparison, often a cache miss) on every later change.
-    dirty_ids: Vec<bool>,
     externals: BTreeMap<String, ScopeNetwork>,
     reservations: BTreeMap<String, ScopeNetwork>,
     dirty_configs: BTreeSet<String>,
-    dirty_handles: HashSet<Arc<str>>,
     dirty_scope: bool,
     /// The undo log of the running request, kept to reuse its allocation.
     undo: Vec<Undo>,
@@ -151,38 +125,7 @@ impl Ipam {
 
     /// The id of a handle key, interning it.
     pub fn intern(&mut self, key: &str) -> HandleId {
-        if let Some(&id) = self.ids.get(key) {
-            return id;
-        }
-        self.intern_new(key)
-    }
-
-    /// Interns a key known not to be interned.
-    fn intern_new(&mut self, key: &str) -> HandleId {
-        self.intern_arc(Arc::from(key))
-    }
-
-    /// Interns a key known not to be interned, sharing the given allocation.
-    fn intern_arc(&mut self, key: Arc<str>) -> HandleId {
-        let id = match self.free_ids.pop() {
-            Some(id) => {
-                self.keys[id as usize - 1] = Some(Arc::clone(&key));
-                id
-            }
-            None => {
-                self.keys.push(Some(Arc::clone(&key)));
-                self.handles.push(None);
-                self.dirty_ids.push(false);
-                self.keys.len() as HandleId
-            }
-        };
-        self.ids.insert(key, id);
-        id
-    }
-
-    /// The interned key of a live id.
-    fn key_arc(&self, id: HandleId) -> Option<&Arc<str>> {
-        self.keys.get(id as usize - 1)?.as_ref()
+        self.handles.intern(key)
     }
 
     /// The interned name of a node (allocated once per node name).
@@ -197,66 +140,29 @@ impl Ipam {
 
     /// The key of a handle id.
     pub fn key_of(&self, id: HandleId) -> &str {
-        id.checked_sub(1)
-            .and_then(|i| self.keys.get(i as usize))
-            .and_then(|k| k.as_deref())
-            .unwrap_or("<unknown>")
-    }
-
-    /// Drops an interned id and its handle record (returned).
-    fn forget_id(&mut self, id: HandleId) -> Option<Handle> {
-        let i = id as usize - 1;
-        let key = self.keys.get_mut(i)?.take()?;
-        self.ids.remove(&key);
-        // The key stays in `dirty_handles` (its removal is a change); a new key that gets
-        // this id must be recorded afresh.
-        self.dirty_ids[i] = false;
-        self.free_ids.push(id);
-        self.handles[i].take()
-    }
-
-    /// Notes that the handle `id` changed (the store layer writes or deletes its record).
-    fn mark_dirty(&mut self, id: HandleId) {
-        let i = id as usize - 1;
-        if let Some(Some(key)) = self.keys.get(i)
-            && !self.dirty_ids[i]
-        {
-            self.dirty_ids[i] = true;
-            self.dirty_handles.insert(Arc::clone(key));
-        }
-    }
-
-    fn handle_by_id(&self, id: HandleId) -> Option<&Handle> {
-        self.handles.get(id as usize - 1)?.as_ref()
+        self.handles.key_of(id).map_or("<unknown>", |k| k)
     }
 
     /// Installs a handle record read from the store.
     pub fn load_handle(&mut self, mut handle: Handle) {
         // The record shares the engine's interned strings (one copy of each name).
-        let id = match self.ids.get(&*handle.key) {
-            Some(&id) => id,
-            None => self.intern_arc(Arc::clone(&handle.key)),
-        };
-        if let Some(key) = self.key_arc(id) {
-            handle.key = Arc::clone(key);
-        }
         handle.node = self.intern_node(&handle.node);
-        for a in &mut handle.addrs {
+        for a in handle.addrs.iter_mut() {
             if let Some(p) = self.pools.get(&*a.pool) {
                 a.pool = Arc::clone(p.name_arc());
             }
         }
-        self.handles[id as usize - 1] = Some(handle);
+        self.handles.load(handle);
     }
 
     /// A loaded handle.
     pub fn handle(&self, key: &str) -> Option<&Handle> {
-        self.ids.get(key).and_then(|&id| self.handle_by_id(id))
+        self.handles.by_key(key)
     }
 
     /// Loaded handles.
     pub fn handles(&self) -> impl Iterator<Item = &Handle> {
-        self.handles.iter().flatten()
+        self.handles.iter().map(|(_, h)| h)
     }
 
     // ----- pools -----
@@ -365,21 +271,17 @@ impl Ipam {
         let touched: Vec<HandleId> = self
             .handles
             .iter()
-            .enumerate()
-            .filter(|(_, h)| {
-                h.as_ref()
-                    .is_some_and(|h| h.addrs.iter().any(|a| &*a.pool == name))
-            })
-            .map(|(i, _)| (i + 1) as HandleId)
+            .filter(|(_, h)| h.addrs.iter().any(|a| &*a.pool == name))
+            .map(|(id, _)| id)
             .collect();
         for id in touched {
-            self.mark_dirty(id);
-            let Some(h) = self.handles[id as usize - 1].as_mut() else {
+            self.handles.mark_dirty(id);
+            let Some(h) = self.handles.get_mut(id) else {
                 continue;
             };
             h.addrs.retain(|a| &*a.pool != name);
             if h.addrs.is_empty() {
-                self.forget_id(id);
+                self.handles.forget(id);
             }
         }
         self.dirty_configs.insert(name.to_string());
@@ -430,10 +332,19 @@ impl Ipam {
     /// A handle that already holds addresses gets those back, unchanged (idempotent: a
     /// runtime retrying after a crash neither leaks nor fails). On any error nothing
     /// changes. Quarantined addresses are used only when no pool of a want has anything else.
+    /// Returns a copy of the addresses; [`Self::allocate_held`] lends them instead.
     pub fn allocate(&mut self, req: &AllocRequest, now: Millis) -> Result<Vec<HeldAddr>> {
+        self.allocate_held(req, now).map(<[HeldAddr]>::to_vec)
+    }
+
+    /// [`Self::allocate`], answering with the addresses as the handle's record holds them:
+    /// no copy and, for a handle of one address, no allocation besides its interned key.
+    /// What a daemon answering allocation requests calls.
+    pub fn allocate_held(&mut self, req: &AllocRequest, now: Millis) -> Result<&[HeldAddr]> {
         // Interned names were checked when first seen (or written by the store layer, which
-        // checked them then): only new ones are validated here.
-        let known = self.ids.get(req.handle.as_str()).copied();
+        // checked them then): only new ones are validated here. The key is hashed once.
+        let hash = self.handles.hash(&req.handle);
+        let known = self.handles.find(hash, &req.handle);
         if known.is_none() {
             validate_name("handle", &req.handle)?;
         }
@@ -441,10 +352,10 @@ impl Ipam {
         if node.is_none() {
             validate_name("node", &req.node)?;
         }
-        if let Some(h) = known.and_then(|id| self.handle_by_id(id))
-            && !h.addrs.is_empty()
+        if let Some(id) = known
+            && self.handles.get(id).is_some_and(|h| !h.addrs.is_empty())
         {
-            return Ok(h.addrs.clone());
+            return Ok(self.handles.get(id).map_or(&[], |h| h.addrs.as_slice()));
         }
         if req.wants.is_empty() {
             return Err(Error::Invalid {
@@ -456,16 +367,23 @@ impl Ipam {
         // rolls back what earlier wants took, like any other failure.
         let id = match known {
             Some(id) => id,
-            None => self.intern_new(&req.handle),
+            None => self.handles.insert(hash, Arc::from(req.handle.as_str())),
         };
         let mut undo = std::mem::take(&mut self.undo);
         undo.clear();
-        let mut got = Vec::with_capacity(req.wants.len());
+        let mut got = HeldAddrs::new();
         let mut failed = None;
         for want in &req.wants {
-            let step = self
-                .resolve(&want.source)
-                .and_then(|pools| self.allocate_one(want, &pools, id, &req.node, now, &mut undo));
+            let step = match (&want.source, want.addr) {
+                // One pool, any address: serving the want looks the pool up (and fails the
+                // same way when it is missing), so it is not looked up twice.
+                (Source::Pools(names), None) if names.len() == 1 => {
+                    self.allocate_one(want, names, id, &req.node, now, &mut undo)
+                }
+                _ => self.resolve(&want.source).and_then(|pools| {
+                    self.allocate_one(want, &pools, id, &req.node, now, &mut undo)
+                }),
+            };
             match step {
                 Ok(a) => got.push(a),
                 Err(e) => {
@@ -479,31 +397,26 @@ impl Ipam {
             undo.clear();
             self.undo = undo;
             if known.is_none() {
-                self.forget_id(id);
+                self.handles.forget(id);
             }
             return Err(e);
         }
         undo.clear();
         self.undo = undo;
-        // The id was interned above: the record shares its key.
-        let key = match self.key_arc(id) {
-            Some(key) => Arc::clone(key),
-            None => Arc::from(req.handle.as_str()),
-        };
         let node = match node {
             Some(node) => node,
             None => self.intern_node(&req.node),
         };
-        let handle = Handle {
+        // The record takes the interned key.
+        self.handles.install(id, |key| Handle {
             key,
             node,
             attrs: req.attrs.clone(),
-            addrs: got.clone(),
+            addrs: got,
             created: now,
-        };
-        self.handles[id as usize - 1] = Some(handle);
-        self.mark_dirty(id);
-        Ok(got)
+        });
+        self.handles.mark_dirty(id);
+        Ok(self.handles.get(id).map_or(&[], |h| h.addrs.as_slice()))
     }
 
     fn allocate_one(
@@ -527,14 +440,8 @@ impl Ipam {
                     pool: pools.join(","),
                 });
             };
-            let keys = &self.keys;
-            let holder = |h: HandleId| {
-                h.checked_sub(1)
-                    .and_then(|i| keys.get(i as usize))
-                    .and_then(|k| k.as_deref())
-                    .unwrap_or("<unknown>")
-                    .to_string()
-            };
+            let handles = &self.handles;
+            let holder = |h: HandleId| handles.key_of(h).map_or("<unknown>", |k| k).to_string();
             let pool = self
                 .pools
                 .get_mut(name)
@@ -585,10 +492,10 @@ impl Ipam {
 
     fn rollback(&mut self, undo: &[Undo]) {
         for step in undo.iter().rev() {
-            let pool = match step {
-                Undo::Took { pool, .. } | Undo::Claimed { pool, .. } => pool,
+            let tag = match step {
+                Undo::Took { pool, .. } | Undo::Claimed { pool, .. } => *pool,
             };
-            if let Some(p) = self.pools.get_mut(&**pool) {
+            if let Some(p) = self.pools.values_mut().find(|p| p.tag() == tag) {
                 p.undo(step);
             }
         }
@@ -597,11 +504,17 @@ impl Ipam {
     /// Releases everything `key` holds; returns what it held (empty for an unknown handle:
     /// release is idempotent). The store layer must load the handle and its blocks.
     pub fn release_handle(&mut self, key: &str, now: Millis) -> Result<Vec<HeldAddr>> {
-        let Some(&id) = self.ids.get(key) else {
-            return Ok(Vec::new());
+        self.release_held(key, now).map(HeldAddrs::into_vec)
+    }
+
+    /// [`Self::release_handle`], answering with the record's own address list (no copy;
+    /// no allocation for a handle of one address). What a daemon calls.
+    pub fn release_held(&mut self, key: &str, now: Millis) -> Result<HeldAddrs> {
+        let Some(id) = self.handles.find(self.handles.hash(key), key) else {
+            return Ok(HeldAddrs::new());
         };
-        let Some(Some(h)) = self.handles.get(id as usize - 1) else {
-            return Ok(Vec::new());
+        let Some(h) = self.handles.get(id) else {
+            return Ok(HeldAddrs::new());
         };
         // Check everything is loaded before changing anything. (A single address needs no
         // separate check: releasing it fails before it changes anything.)
@@ -625,8 +538,8 @@ impl Ipam {
                 p.release_if(a.addr, Some(id), now)?;
             }
         }
-        self.mark_dirty(id);
-        Ok(self.forget_id(id).map(|h| h.addrs).unwrap_or_default())
+        self.handles.mark_dirty(id);
+        Ok(self.handles.forget(id))
     }
 
     /// Releases one address, whoever holds it; returns the holder's key. The store layer
@@ -660,17 +573,17 @@ impl Ipam {
             None => return Ok(None),
         };
         let key = self.key_of(holder).to_string();
-        if self.handle_by_id(holder).is_none() {
+        if self.handles.get(holder).is_none() {
             return Err(Error::NeedLoad(Need::Handle { key }));
         }
         if let Some(p) = self.pools.get_mut(pool) {
             p.release_if(addr, Some(holder), now)?;
         }
-        self.mark_dirty(holder);
-        if let Some(h) = self.handles[holder as usize - 1].as_mut() {
+        self.handles.mark_dirty(holder);
+        if let Some(h) = self.handles.get_mut(holder) {
             h.addrs.retain(|a| !(&*a.pool == pool && a.addr == addr));
             if h.addrs.is_empty() {
-                self.forget_id(holder);
+                self.handles.forget(holder);
             }
         }
         Ok(Some(key))
@@ -879,23 +792,9 @@ impl Ipam {
         Dirty {
             pool_configs: std::mem::take(&mut self.dirty_configs),
             pools,
-            handles: self.take_dirty_handles(),
+            handles: self.handles.take_dirty(),
             scope_networks: std::mem::take(&mut self.dirty_scope),
         }
-    }
-
-    fn take_dirty_handles(&mut self) -> BTreeSet<String> {
-        // Taken, not drained: a drained set keeps its capacity, and a set that once held
-        // a million keys would make every later insert a cache miss.
-        let keys = std::mem::take(&mut self.dirty_handles);
-        keys.into_iter()
-            .map(|k| {
-                if let Some(&id) = self.ids.get(&k) {
-                    self.dirty_ids[id as usize - 1] = false;
-                }
-                k.to_string()
-            })
-            .collect()
     }
 
     /// Checks every invariant over the loaded state: pools tile correctly, every block's

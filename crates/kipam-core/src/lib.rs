@@ -14,6 +14,7 @@
 //! - [`pool`]: pool configuration and the allocation order (affine blocks, new block,
 //!   borrowing, quarantine as a last resort).
 //! - [`ipam`]: the engine: handles, all-or-nothing requests, leases, scope networks.
+//! - [`handles`]: handle records and the key index (one key copy, addresses inline).
 //! - [`overlap`]: overlap detection per scope.
 //! - [`planner`]: sizes and places cluster, node, service and LoadBalancer ranges for
 //!   growth, clear of everything to avoid (carved with the buddy allocator).
@@ -24,6 +25,7 @@ pub mod block;
 pub mod buddy;
 pub mod error;
 pub mod forecast;
+pub mod handles;
 pub mod ipam;
 pub mod overlap;
 pub mod planner;
@@ -32,9 +34,8 @@ pub mod prefix;
 
 pub use block::{AddrState, Block, BlockSummary, HandleId, Millis};
 pub use error::{Error, Need, ReservedReason, Result};
-pub use ipam::{
-    AllocRequest, Dirty, Handle, HeldAddr, Ipam, LeaseWant, ScopeNetwork, Source, Want,
-};
+pub use handles::{Handle, HeldAddr, HeldAddrs};
+pub use ipam::{AllocRequest, Dirty, Ipam, LeaseWant, ScopeNetwork, Source, Want};
 pub use overlap::{ObjectKind, ObjectRef, Overlap};
 pub use pool::{Lease, Pool, PoolConfig, PoolDirty, PoolUsage, Purpose};
 pub use prefix::{AddrRange, Family, Prefix};

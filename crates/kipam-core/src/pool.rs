@@ -11,6 +11,12 @@
 //! without their bodies; when the allocator needs something that is not loaded it returns
 //! [`Error::NeedLoad`] before changing anything, and the store layer loads it and asks again.
 //! A fully loaded pool (kipamd, tests, benches) never returns it.
+//!
+//! Per node, the pool keeps the indexes that pick a block (blocks with a free address,
+//! blocks with quarantine) and the summaries of the blocks whose bodies are not loaded; a
+//! loaded body is its own summary and remembers its node's slot and what it put in the
+//! indexes, so an allocation or release that does not change whether its block has room
+//! costs no index or summary update at all.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
@@ -204,15 +210,37 @@ fn invalid(field: &str, reason: String) -> Error {
 /// Names are 1–253 printable ASCII characters without spaces (CNI pool names such as
 /// `net1:10.22.0.0/16` must fit).
 pub fn validate_name(field: &str, name: &str) -> Result<()> {
-    // `b - 0x21 < 0x5e` is `is_ascii_graphic` in a form the compiler vectorises: this
-    // runs twice per allocation.
-    if name.is_empty() || name.len() > 253 || !name.bytes().all(|b| b.wrapping_sub(0x21) < 0x5e) {
+    if name.is_empty() || name.len() > 253 || !graphic(name.as_bytes()) {
         return Err(invalid(
             field,
             format!("{name:?} must be 1 to 253 printable ASCII characters without spaces"),
         ));
     }
     Ok(())
+}
+
+/// Whether every byte is printable ASCII other than space (`is_ascii_graphic`), eight bytes
+/// at a time: this runs for every new handle key, and keys are short enough that a
+/// vectorised loop spends most of its time in its scalar tail.
+fn graphic(bytes: &[u8]) -> bool {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    // A byte below 0x21 sets its high bit in the first term, one above 0x7e in the second
+    // (exact as a whole-word answer, which is all that is needed).
+    let bad = |w: u64| ((w.wrapping_sub(ONES * 0x21) & !w) | w.wrapping_add(ONES) | w) & HIGH != 0;
+    let mut words = bytes.chunks_exact(8);
+    for chunk in &mut words {
+        let mut w = [0u8; 8];
+        w.copy_from_slice(chunk);
+        if bad(u64::from_le_bytes(w)) {
+            return false;
+        }
+    }
+    // The tail, padded with a graphic byte.
+    let mut w = [b'!'; 8];
+    let tail = words.remainder();
+    w[..tail.len()].copy_from_slice(tail);
+    !bad(u64::from_le_bytes(w))
 }
 
 /// A prefix leased out of a pool.
@@ -240,14 +268,65 @@ pub struct PoolDirty {
     pub nodes: BTreeSet<String>,
 }
 
-/// One node's blocks: their summaries, indexed so that picking a block to allocate from
-/// costs O(log blocks) whatever the fill: blocks with a free address by address, blocks
-/// with quarantined addresses by when their last quarantine ends.
+/// What a block contributes to its node's indexes: whether it has a free address, and
+/// when its last quarantine ends if it has quarantined addresses.
+pub(crate) type IndexKey = (bool, Option<Millis>);
+
+fn index_key(s: &BlockSummary) -> IndexKey {
+    (
+        s.free > 0,
+        (s.quarantined > 0).then_some(s.quarantine_until),
+    )
+}
+
+/// The bases of a node's blocks that have a free address, highest first. Allocation takes
+/// from the lowest (the last entry), and the blocks that get room again are mostly the
+/// low ones it took from lately, so changes happen near the end: a lookup is O(log n) and
+/// an insertion or removal shifts only the entries below it, with no allocation (a B-tree
+/// set splits and merges nodes, allocating, when a fill near 100% makes blocks go full
+/// and back on every operation).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+struct FreeBlocks(Vec<u128>);
+
+impl FreeBlocks {
+    fn find(&self, base: u128) -> std::result::Result<usize, usize> {
+        self.0.binary_search_by(|probe| base.cmp(probe))
+    }
+
+    fn insert(&mut self, base: u128) {
+        if let Err(i) = self.find(base) {
+            self.0.insert(i, base);
+        }
+    }
+
+    fn remove(&mut self, base: u128) {
+        if let Ok(i) = self.find(base) {
+            self.0.remove(i);
+        }
+    }
+
+    /// Lowest first.
+    fn ascending(&self) -> impl Iterator<Item = u128> + '_ {
+        self.0.iter().rev().copied()
+    }
+}
+
+/// One node's blocks, indexed so that picking a block to allocate from costs O(log blocks)
+/// whatever the fill: blocks with a free address by address, blocks with quarantined
+/// addresses by when their last quarantine ends.
+///
+/// A loaded block's summary is its body's own (the body remembers what it put in the
+/// indexes, so an operation that does not change that touches no index); only the blocks
+/// whose bodies are not loaded keep a stored summary.
 #[derive(Clone, Debug, Default)]
 struct NodeBlocks {
-    summaries: BTreeMap<u128, BlockSummary>,
+    name: String,
+    /// Blocks whose body is loaded.
+    loaded: BTreeSet<u128>,
+    /// Summaries of the blocks whose body is not loaded.
+    stored: HashMap<u128, BlockSummary>,
     /// Blocks with a free address.
-    free: BTreeSet<u128>,
+    free: FreeBlocks,
     /// Blocks with quarantined addresses: `(quarantine_until, base)`.
     quarantine: BTreeSet<(Millis, u128)>,
     /// Listed in `PoolDirty::nodes` already (spares a string search per operation).
@@ -255,38 +334,41 @@ struct NodeBlocks {
 }
 
 impl NodeBlocks {
-    /// Records `s` as the summary of `base` (`None`: the block is gone), keeping the
-    /// indexes in step.
-    fn set(&mut self, base: u128, s: Option<BlockSummary>) {
-        let old = match s {
-            Some(s) => self.summaries.insert(base, s),
-            None => self.summaries.remove(&base),
-        };
-        let key = |s: &BlockSummary| {
-            (
-                s.free > 0,
-                (s.quarantined > 0).then_some(s.quarantine_until),
-            )
-        };
-        if old.as_ref().map(key) == s.as_ref().map(key) {
+    /// Moves `base` in the indexes from `old` to `new` (`None`: not indexed).
+    fn reindex(&mut self, base: u128, old: Option<IndexKey>, new: Option<IndexKey>) {
+        if old == new {
             return;
         }
-        if let Some(o) = old {
-            if o.free > 0 {
-                self.free.remove(&base);
+        if let Some((free, quarantine)) = old {
+            if free {
+                self.free.remove(base);
             }
-            if o.quarantined > 0 {
-                self.quarantine.remove(&(o.quarantine_until, base));
+            if let Some(until) = quarantine {
+                self.quarantine.remove(&(until, base));
             }
         }
-        if let Some(n) = s {
-            if n.free > 0 {
+        if let Some((free, quarantine)) = new {
+            if free {
                 self.free.insert(base);
             }
-            if n.quarantined > 0 {
-                self.quarantine.insert((n.quarantine_until, base));
+            if let Some(until) = quarantine {
+                self.quarantine.insert((until, base));
             }
         }
+    }
+
+    /// Records the summary of a block whose body is not loaded (`None`: forget it).
+    fn set_stored(&mut self, base: u128, s: Option<BlockSummary>) {
+        let old = match s {
+            Some(s) => self.stored.insert(base, s),
+            None => self.stored.remove(&base),
+        };
+        self.reindex(base, old.as_ref().map(index_key), s.as_ref().map(index_key));
+    }
+
+    /// Number of blocks.
+    fn len(&self) -> usize {
+        self.loaded.len() + self.stored.len()
     }
 
     /// A block to try, not in `skip`: for a fresh address, one with a free address (lowest
@@ -297,7 +379,7 @@ impl NodeBlocks {
         if quarantined {
             return self.quarantine.iter().map(|&(_, b)| b).find(fresh);
         }
-        self.free.iter().copied().find(fresh).or_else(|| {
+        self.free.ascending().find(fresh).or_else(|| {
             self.quarantine
                 .range(..=(now, u128::MAX))
                 .map(|&(_, b)| b)
@@ -306,11 +388,62 @@ impl NodeBlocks {
     }
 }
 
+/// The nodes whose summaries are loaded: a slot per node, found by name once per request;
+/// a loaded block body remembers its node's slot, so keeping its summary current costs no
+/// name lookup.
+#[derive(Clone, Debug, Default)]
+struct Nodes {
+    slots: HashMap<String, u32>,
+    list: Vec<NodeBlocks>,
+}
+
+impl Nodes {
+    fn slot(&self, name: &str) -> Option<usize> {
+        self.slots.get(name).map(|&i| i as usize)
+    }
+
+    fn get(&self, name: &str) -> Option<&NodeBlocks> {
+        self.list.get(self.slot(name)?)
+    }
+
+    fn get_mut(&mut self, name: &str) -> Option<&mut NodeBlocks> {
+        let i = self.slot(name)?;
+        self.list.get_mut(i)
+    }
+
+    /// The slot of `name`, added (with no blocks) if need be.
+    fn slot_or_add(&mut self, name: &str) -> usize {
+        if let Some(i) = self.slot(name) {
+            return i;
+        }
+        self.list.push(NodeBlocks {
+            name: name.to_string(),
+            ..NodeBlocks::default()
+        });
+        let i = self.list.len() - 1;
+        self.slots.insert(name.to_string(), i as u32);
+        i
+    }
+
+    fn contains(&self, name: &str) -> bool {
+        self.slots.contains_key(name)
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &NodeBlocks> {
+        self.list.iter()
+    }
+}
+
+/// Which pool an undo step belongs to: the address of the pool's interned name, a stable
+/// identity for the length of one request (pools are neither added nor removed during
+/// one). Not an `Arc` clone: an atomic increment and decrement per step for nothing.
+pub(crate) type PoolTag = usize;
+
 /// One step of an operation, recorded so a multi-address request can be rolled back.
 #[derive(Clone, Debug)]
 pub(crate) enum Undo {
     Took {
-        pool: Arc<str>,
+        pool: PoolTag,
         block: u128,
         offset: u32,
         cursor: u32,
@@ -318,7 +451,7 @@ pub(crate) enum Undo {
         empty_since: Option<Millis>,
     },
     Claimed {
-        pool: Arc<str>,
+        pool: PoolTag,
         block: u128,
     },
 }
@@ -342,7 +475,7 @@ pub struct Pool {
     alloc: Option<PrefixAllocator>,
     block_nodes: BTreeMap<u128, String>,
     leases: BTreeMap<u128, Lease>,
-    nodes: HashMap<String, NodeBlocks>,
+    nodes: Nodes,
     all_nodes: bool,
     bodies: HashMap<u128, Block>,
     dirty: PoolDirty,
@@ -375,24 +508,35 @@ fn fit(ranges: &[(u128, u128)], p: Prefix) -> Fit {
     }
 }
 
-/// Records a block's current summary in its node's index and marks both dirty. A free
+/// Brings a block's entries in its node's indexes up to date and marks both dirty. A free
 /// function over the pool's fields, so callers can hold the block borrowed meanwhile.
-fn note_summary(
-    nodes: &mut HashMap<String, NodeBlocks>,
-    dirty: &mut PoolDirty,
-    base: u128,
-    block: &mut Block,
-) {
-    let s = block.summary();
-    let node = block.node();
-    let entry = match nodes.get_mut(node) {
-        Some(e) => e,
-        None => nodes.entry(node.to_string()).or_default(),
+fn note_summary(nodes: &mut Nodes, dirty: &mut PoolDirty, base: u128, block: &mut Block) {
+    let key = index_key(&block.summary());
+    let slot = match nodes.list.get(block.node_slot as usize) {
+        Some(_) => block.node_slot as usize,
+        None => {
+            // Bodies get their slot when installed; this only mends a stray one.
+            let i = nodes.slot_or_add(block.node());
+            block.node_slot = i as u32;
+            i
+        }
     };
-    entry.set(base, Some(s));
+    let Some(entry) = nodes.list.get_mut(slot) else {
+        return;
+    };
+    if block.indexed != Some(key) {
+        if block.indexed.is_none() {
+            // A new body: its summary is its own from now on.
+            entry.loaded.insert(base);
+            let old = entry.stored.remove(&base);
+            entry.reindex(base, old.as_ref().map(index_key), None);
+        }
+        entry.reindex(base, block.indexed, Some(key));
+        block.indexed = Some(key);
+    }
     if !entry.dirty {
         entry.dirty = true;
-        dirty.nodes.insert(node.to_string());
+        dirty.nodes.insert(entry.name.clone());
     }
     if !block.dirty {
         block.dirty = true;
@@ -414,7 +558,7 @@ impl Pool {
             alloc: None,
             block_nodes: BTreeMap::new(),
             leases: BTreeMap::new(),
-            nodes: HashMap::default(),
+            nodes: Nodes::default(),
             all_nodes: false,
             bodies: HashMap::default(),
             dirty: PoolDirty::default(),
@@ -595,19 +739,25 @@ impl Pool {
         Ok(())
     }
 
-    /// The name, as the engine shares it (with held addresses and undo records).
+    /// The name, as the engine shares it (with held addresses).
     pub(crate) fn name_arc(&self) -> &Arc<str> {
         &self.name
     }
 
+    /// The pool's identity in undo records (see [`PoolTag`]).
+    pub(crate) fn tag(&self) -> PoolTag {
+        Arc::as_ptr(&self.name).cast::<u8>() as usize
+    }
+
     /// Restores one node's block summaries.
     pub fn load_node(&mut self, node: &str, summaries: Vec<(u128, BlockSummary)>) {
-        let entry = self.nodes.entry(node.to_string()).or_default();
+        let i = self.nodes.slot_or_add(node);
+        let entry = &mut self.nodes.list[i];
         for (base, s) in summaries {
             if self.bodies.contains_key(&base) {
                 continue;
             }
-            entry.set(base, Some(s));
+            entry.set_stored(base, Some(s));
         }
     }
 
@@ -623,7 +773,7 @@ impl Pool {
 
     /// Whether a node's summaries are loaded.
     pub fn node_loaded(&self, node: &str) -> bool {
-        self.all_nodes || self.nodes.contains_key(node)
+        self.all_nodes || self.nodes.contains(node)
     }
 
     /// Whether a block's body is loaded.
@@ -645,9 +795,13 @@ impl Pool {
 
     fn new_block(&self, prefix: Prefix, node: &str, now: Millis) -> Block {
         let excl = &self.addr_excl;
-        Block::new(prefix, node, now, |o| {
+        let mut block = Block::new(prefix, node, now, |o| {
             find(excl, prefix.base + u128::from(o)).is_some()
-        })
+        });
+        if let Some(i) = self.nodes.slot(node) {
+            block.node_slot = i as u32;
+        }
+        block
     }
 
     /// Installs a loaded block body; its summary is recomputed from it.
@@ -656,10 +810,23 @@ impl Pool {
         // pool's dirty set, whatever its flag says.
         block.dirty = false;
         let base = block.prefix().base;
-        let node = block.node().to_string();
-        let s = block.summary();
+        // A body replaced by a new one leaves the indexes first.
+        if let Some(old) = self.bodies.remove(&base)
+            && let Some(n) = self.nodes.list.get_mut(old.node_slot as usize)
+        {
+            n.loaded.remove(&base);
+            n.reindex(base, old.indexed, None);
+        }
+        let i = self.nodes.slot_or_add(block.node());
+        block.node_slot = i as u32;
+        block.indexed = None;
+        let n = &mut self.nodes.list[i];
+        let key = index_key(&block.summary());
+        let old = n.stored.remove(&base);
+        n.reindex(base, old.as_ref().map(index_key), Some(key));
+        n.loaded.insert(base);
+        block.indexed = Some(key);
         self.bodies.insert(base, block);
-        self.nodes.entry(node).or_default().set(base, Some(s));
     }
 
     // ----- reading -----
@@ -694,15 +861,30 @@ impl Pool {
 
     /// Nodes whose summaries are loaded.
     pub fn loaded_nodes(&self) -> impl Iterator<Item = &str> {
-        self.nodes.keys().map(String::as_str)
+        self.nodes.iter().map(|n| n.name.as_str())
     }
 
     /// A node's block summaries (loaded ones), in address order.
     pub fn node_summaries(&self, node: &str) -> Vec<(u128, BlockSummary)> {
-        self.nodes
+        let mut all: Vec<(u128, BlockSummary)> = self
+            .nodes
             .get(node)
-            .map(|n| n.summaries.iter().map(|(b, s)| (*b, *s)).collect())
-            .unwrap_or_default()
+            .map(|n| self.summaries(n).collect())
+            .unwrap_or_default();
+        all.sort_unstable_by_key(|(b, _)| *b);
+        all
+    }
+
+    /// A node's blocks with their summaries: a loaded body's own, else the stored one.
+    fn summaries<'a>(
+        &'a self,
+        n: &'a NodeBlocks,
+    ) -> impl Iterator<Item = (u128, BlockSummary)> + 'a {
+        let loaded = n
+            .loaded
+            .iter()
+            .filter_map(|b| Some((*b, self.bodies.get(b)?.summary())));
+        loaded.chain(n.stored.iter().map(|(b, s)| (*b, *s)))
     }
 
     /// What changed since the last call, and forget it.
@@ -729,11 +911,10 @@ impl Pool {
             leases: self.leases.len() as u64,
             ..PoolUsage::default()
         };
-        for n in self.nodes.values() {
-            for s in n.summaries.values() {
-                u.held += u128::from(s.held);
-                u.quarantined += u128::from(s.quarantined);
-            }
+        let stored = self.nodes.iter().flat_map(|n| n.stored.values().copied());
+        for s in self.bodies.values().map(Block::summary).chain(stored) {
+            u.held += u128::from(s.held);
+            u.quarantined += u128::from(s.quarantined);
         }
         u.leased = self
             .leases
@@ -815,7 +996,7 @@ impl Pool {
         };
         note_summary(&mut self.nodes, &mut self.dirty, base, block);
         undo.push(Undo::Took {
-            pool: Arc::clone(&self.name),
+            pool: self.tag(),
             block: base,
             offset,
             cursor,
@@ -835,7 +1016,8 @@ impl Pool {
         quarantined: bool,
         undo: &mut Vec<Undo>,
     ) -> Result<Option<u128>> {
-        if !self.node_loaded(node) {
+        let slot = self.nodes.slot(node);
+        if slot.is_none() && !self.all_nodes {
             return Err(Error::NeedLoad(Need::Node {
                 pool: self.config.name.clone(),
                 node: node.to_string(),
@@ -845,9 +1027,8 @@ impl Pool {
         // cost follows the blocks touched, not the node's block count or the fill. A miss
         // (a summary that promised more than the body has) is skipped from then on.
         let mut tried = Vec::new();
-        while let Some(base) = self
-            .nodes
-            .get(node)
+        while let Some(base) = slot
+            .and_then(|i| self.nodes.list.get(i))
             .and_then(|n| n.pick(now, quarantined, &tried))
         {
             if let Some(v) = self.take_from(base, handle, now, quarantined, undo)? {
@@ -867,12 +1048,19 @@ impl Pool {
             }));
         }
         // Borrowing: other nodes in name order, each node's blocks in address order.
-        let mut others: Vec<&String> = self.nodes.keys().filter(|n| *n != node).collect();
+        let mut others: Vec<(&str, usize)> = self
+            .nodes
+            .iter()
+            .enumerate()
+            .filter(|(_, n)| n.name != node)
+            .map(|(i, n)| (n.name.as_str(), i))
+            .collect();
         others.sort_unstable();
-        let others: Vec<String> = others.into_iter().cloned().collect();
-        for other in &others {
+        let others: Vec<usize> = others.into_iter().map(|(_, i)| i).collect();
+        for other in others {
             while let Some(base) = self
                 .nodes
+                .list
                 .get(other)
                 .and_then(|n| n.pick(now, quarantined, &tried))
             {
@@ -892,7 +1080,7 @@ impl Pool {
         now: Millis,
         undo: &mut Vec<Undo>,
     ) -> Result<Option<u128>> {
-        let count = self.nodes.get(node).map_or(0, |n| n.summaries.len());
+        let count = self.nodes.get(node).map_or(0, NodeBlocks::len);
         if self
             .config
             .max_blocks_per_node
@@ -923,7 +1111,7 @@ impl Pool {
         self.bodies.insert(prefix.base, block);
         self.dirty.claims = true;
         undo.push(Undo::Claimed {
-            pool: Arc::clone(&self.name),
+            pool: self.tag(),
             block: prefix.base,
         });
         self.refresh(prefix.base);
@@ -985,7 +1173,7 @@ impl Pool {
         match taken {
             Ok(()) => {
                 undo.push(Undo::Took {
-                    pool: Arc::clone(&self.name),
+                    pool: self.tag(),
                     block: block.base,
                     offset,
                     cursor,
@@ -1036,10 +1224,15 @@ impl Pool {
         if let Some(a) = self.alloc.as_mut() {
             a.release(prefix);
         }
-        self.bodies.remove(&base);
+        if let Some(body) = self.bodies.remove(&base)
+            && let Some(n) = self.nodes.list.get_mut(body.node_slot as usize)
+        {
+            n.loaded.remove(&base);
+            n.reindex(base, body.indexed, None);
+        }
         if let Some(node) = self.block_nodes.remove(&base) {
             if let Some(n) = self.nodes.get_mut(&node) {
-                n.set(base, None);
+                n.set_stored(base, None);
             }
             self.dirty.nodes.insert(node);
         }
@@ -1091,8 +1284,8 @@ impl Pool {
     pub fn reclaim_empty_blocks(&mut self, now: Millis) -> Vec<Prefix> {
         let grace = self.config.empty_block_grace_seconds.saturating_mul(1000);
         let mut gone = Vec::new();
-        for n in self.nodes.values() {
-            for (&base, s) in &n.summaries {
+        for n in self.nodes.iter() {
+            for (base, s) in self.summaries(n) {
                 let expired = s
                     .empty_since
                     .is_some_and(|t| t.saturating_add(grace) <= now);
@@ -1267,11 +1460,36 @@ impl Pool {
             if node != body.node() {
                 return Err(format!("block {} affinity disagrees", body.prefix()));
             }
-            let s = self.nodes.get(node).and_then(|n| n.summaries.get(base));
-            if s != Some(&body.summary()) {
+            let key = index_key(&body.summary());
+            let indexed = self
+                .nodes
+                .list
+                .get(body.node_slot as usize)
+                .filter(|n| n.name == *node)
+                .is_some_and(|n| n.loaded.contains(base) && !n.stored.contains_key(base));
+            if body.indexed != Some(key) || !indexed {
                 return Err(format!(
-                    "block {} summary disagrees with its body",
+                    "block {} summary disagrees with its node's index",
                     body.prefix()
+                ));
+            }
+        }
+        for n in self.nodes.iter() {
+            let mut free = BTreeSet::new();
+            let mut quarantine = BTreeSet::new();
+            for (base, s) in self.summaries(n) {
+                let (has_free, until) = index_key(&s);
+                if has_free {
+                    free.insert(base);
+                }
+                if let Some(t) = until {
+                    quarantine.insert((t, base));
+                }
+            }
+            if !free.into_iter().eq(n.free.ascending()) || quarantine != n.quarantine {
+                return Err(format!(
+                    "pool {}: node {}'s index disagrees with its blocks",
+                    self.config.name, n.name
                 ));
             }
         }
@@ -1314,5 +1532,28 @@ impl PoolUsage {
         }
         let used = self.held + self.quarantined + self.leased;
         (used as f64) * 100.0 / (usable as f64)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::graphic;
+
+    #[test]
+    fn graphic_agrees_with_is_ascii_graphic() {
+        for b in 0..=255u8 {
+            for at in 0..11 {
+                let mut name = vec![b'a'; 11];
+                name[at] = b;
+                assert_eq!(
+                    graphic(&name),
+                    b.is_ascii_graphic(),
+                    "byte {b:#04x} at {at}"
+                );
+                assert_eq!(graphic(&name[..at + 1]), b.is_ascii_graphic());
+            }
+        }
+        assert!(graphic(b""));
+        assert!(graphic(b"cni-net/0123456789abcdef/eth0"));
     }
 }
