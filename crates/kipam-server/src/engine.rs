@@ -26,7 +26,8 @@
 //! state that is not on disk.
 //!
 //! History lives in the store: an event per allocate / release / lease / reclaim, under
-//! `events/{seq}` and, per address, `history/{addr}/{seq}`, kept for the retention period.
+//! `events/{seq}`, kept for the retention period, and an index from addresses to their
+//! events in chunks of 64 addresses (the `history` module).
 //! Usage samples per pool (`samples/{pool}/{time}`) and per node of a pool
 //! (`node-samples/{pool}/{node}/{time}`, the node's blocks) feed the exhaustion forecast.
 
@@ -49,6 +50,8 @@ use kipam_store::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 use tokio::sync::{mpsc, oneshot};
+
+use crate::history;
 
 /// A source of time (milliseconds since the Unix epoch); injected so tests control it.
 pub type Clock = Arc<dyn Fn() -> Millis + Send + Sync>;
@@ -297,6 +300,8 @@ struct Shared {
     /// A WAL sync failed: whether earlier commits reached the disk is unknown, so no
     /// mutation is taken any more (restart kipamd).
     sync_failed: AtomicBool,
+    /// History index entries not yet written as chunks (see [`crate::history`]).
+    history: Mutex<history::Pending>,
     pending: Mutex<BTreeMap<String, PendingReclaim>>,
     reader: Mutex<SqliteStore>,
     ready: AtomicBool,
@@ -364,8 +369,46 @@ fn seq_key(seq: u64) -> String {
     format!("events/{seq:020}")
 }
 
+/// A history record as earlier versions wrote it: one per event, the event's JSON
+/// (still read and expired; see [`crate::history`]).
 fn history_key(addr: IpAddr, seq: u64) -> String {
     format!("history/{addr}/{seq:020}")
+}
+
+fn corrupt(key: &str, detail: impl ToString) -> EngineError {
+    EngineError::Ipam(IpamError::Corrupt {
+        key: key.to_string(),
+        detail: detail.to_string(),
+    })
+}
+
+/// The history watermark and the index entries of the events after it, re-read from
+/// `events/`. `seq` is the newest event's: a store without a watermark was written by a
+/// version that indexed every event as it came (`history/{addr}/{seq}`).
+fn load_history(store: &SqliteStore, seq: u64) -> Result<(u64, history::Pending), EngineError> {
+    let watermark = match store.get(history::WATERMARK_KEY)? {
+        Some(rec) => std::str::from_utf8(&rec.value)
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .ok_or_else(|| corrupt(history::WATERMARK_KEY, "not a number"))?,
+        None => seq,
+    };
+    let mut pending = history::Pending::default();
+    let mut after = seq_key(watermark);
+    loop {
+        let page = store.list_page("events/", Some(&after), 10_000)?;
+        for r in &page {
+            let e: Event = serde_json::from_slice(&r.value).map_err(|e| corrupt(&r.key, e))?;
+            if let Some(a) = e.address {
+                pending.add(a, e.seq);
+            }
+        }
+        match page.last() {
+            Some(last) if page.len() == 10_000 => after = last.key.clone(),
+            _ => break,
+        }
+    }
+    Ok((watermark, pending))
 }
 
 fn sample_key(pool: &str, time: Millis) -> String {
@@ -472,8 +515,10 @@ impl Engine {
                 .unwrap_or(0),
             None => 0,
         };
+        let (watermark, history) = load_history(ipam_store.store(), seq)?;
         let shared = Arc::new(Shared {
             ipam: Mutex::new(ipam),
+            history: Mutex::new(history),
             applied: AtomicU64::new(0),
             durable: Mutex::new(0),
             durable_changed: Condvar::new(),
@@ -496,6 +541,7 @@ impl Engine {
             checkpoints: Some(checkpoints),
             syncer: Some(syncer),
             batches: 0,
+            watermark,
         };
         let handle = std::thread::Builder::new()
             .name("kipam-writer".into())
@@ -557,19 +603,38 @@ impl Engine {
 
     /// The history of an address, oldest first.
     pub fn history(&self, addr: IpAddr) -> Result<Vec<Event>, EngineError> {
-        let recs = lock(&self.shared.reader).list(&format!("history/{addr}/"))?;
+        // Pending entries before chunks: an entry written out meanwhile is then found
+        // twice rather than not at all.
+        let mut seqs = lock(&self.shared.history).seqs_of(addr);
+        let (bucket, offset) = history::bucket_of(addr);
+        let reader = lock(&self.shared.reader);
+        for r in reader.list(&history::chunk_prefix(bucket))? {
+            let entries = history::decode_chunk(&r.value).map_err(|d| corrupt(&r.key, d))?;
+            seqs.extend(
+                entries
+                    .iter()
+                    .filter(|(o, _)| *o == offset)
+                    .map(|(_, s)| *s),
+            );
+        }
+        seqs.sort_unstable();
+        seqs.dedup();
+        let mut events = Vec::with_capacity(seqs.len());
+        for r in reader.list(&format!("history/{addr}/"))? {
+            events.push(serde_json::from_slice::<Event>(&r.value).map_err(|e| corrupt(&r.key, e))?);
+        }
+        for seq in seqs {
+            // Absent: expired after the entry was read.
+            if let Some(r) = reader.get(&seq_key(seq))? {
+                events.push(serde_json::from_slice(&r.value).map_err(|e| corrupt(&r.key, e))?);
+            }
+        }
+        drop(reader);
+        events.sort_by_key(|e| e.seq);
+        events.dedup_by_key(|e| e.seq);
         // The reader sees commits whose WAL sync may still be running.
         self.shared.settle_all();
-        recs.iter()
-            .map(|r| {
-                serde_json::from_slice(&r.value).map_err(|e| {
-                    EngineError::Ipam(IpamError::Corrupt {
-                        key: r.key.clone(),
-                        detail: e.to_string(),
-                    })
-                })
-            })
-            .collect()
+        Ok(events)
     }
 
     /// Who held `addr` at time `at`: the last allocate event at or before `at` that no
@@ -667,6 +732,8 @@ struct Writer {
     syncer: Option<Syncer>,
     /// Batches applied so far (numbers batches for [`Shared::settle`]).
     batches: u64,
+    /// The history watermark as stored ([`history::WATERMARK_KEY`]).
+    watermark: u64,
 }
 
 /// A batch handed from the writer to the sync thread.
@@ -1169,17 +1236,30 @@ impl Writer {
     fn expire(&self, txn: &mut dyn Txn, now: Millis) -> Result<(), StoreError> {
         let reader = lock(&self.shared.reader);
         let cutoff = now.saturating_sub(self.opts.event_retention.as_millis() as u64);
+        let mut buckets = BTreeSet::new();
+        let mut expired = 0;
         for r in reader.list_page("events/", None, 1000)? {
             match serde_json::from_slice::<Event>(&r.value) {
                 Ok(e) if e.time >= cutoff => break,
                 Ok(e) => {
                     if let Some(a) = e.address {
                         txn.delete(&history_key(a, e.seq))?;
+                        buckets.insert(history::bucket_of(a).0);
                     }
+                    expired = e.seq;
                 }
                 Err(_) => {}
             }
             txn.delete(&r.key)?;
+        }
+        // Chunks whose every entry is an expired event (entries are in seq order).
+        for bucket in buckets {
+            for r in reader.list_page(&history::chunk_prefix(bucket), None, 1000)? {
+                match history::chunk_last_seq(&r.key) {
+                    Some(last) if last <= expired => txn.delete(&r.key)?,
+                    _ => break,
+                }
+            }
         }
         let sample_cutoff = now.saturating_sub(self.opts.sample_retention.as_millis() as u64);
         for p in reader.list("pools/")? {
@@ -1283,19 +1363,29 @@ impl Writer {
                 .filter(|(k, _)| extra.pending_put.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            let mut watermark = self.watermark;
             let committed =
                 kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
                     write_dirty(txn, &mut ipam)?;
+                    let mut index = lock(&shared.history);
                     for e in &extra.events {
-                        let json = serde_json::to_vec(e).unwrap_or_default();
-                        txn.put(&seq_key(e.seq), json.clone())?;
+                        txn.put(&seq_key(e.seq), serde_json::to_vec(e).unwrap_or_default())?;
                         if let Some(a) = e.address {
-                            txn.put(&history_key(a, e.seq), json)?;
+                            index.add(a, e.seq);
                         }
                     }
                     if !extra.events.is_empty() {
                         txn.put(SEQ_KEY, seq.to_string().into_bytes())?;
+                        for (key, chunk) in index.take_due(seq) {
+                            txn.put(&key, chunk)?;
+                        }
+                        // Written with every event, even unchanged: beside the event
+                        // counter (same page), and its absence means "an older version
+                        // indexed everything" (see `load_history`).
+                        watermark = index.watermark(seq);
+                        txn.put(history::WATERMARK_KEY, watermark.to_string().into_bytes())?;
                     }
+                    drop(index);
                     for (pool, s) in &extra.samples {
                         txn.put(
                             &sample_key(pool, s.time),
@@ -1325,6 +1415,9 @@ impl Writer {
                     Ok(())
                 });
             committed_ok = committed.is_ok();
+            if committed_ok {
+                self.watermark = watermark;
+            }
             match committed {
                 Ok(()) => {
                     // Counted and answered by the sync thread once durable.
@@ -1359,6 +1452,18 @@ impl Writer {
                         .and_then(|r| String::from_utf8(r.value).ok())
                         .and_then(|s| s.parse().ok())
                         .unwrap_or(self.seq);
+                    // The index took the failed batch's entries: rebuild it from what
+                    // the store holds.
+                    match load_history(self.store.store(), self.seq) {
+                        Ok((w, index)) => {
+                            self.watermark = w;
+                            *lock(&shared.history) = index;
+                        }
+                        Err(load) => {
+                            tracing::error!(error = %load, "reloading the history index failed; not ready");
+                            self.shared.ready.store(false, Ordering::Relaxed);
+                        }
+                    }
                     for a in &mut applied {
                         if a.result.is_ok() {
                             a.result = Err(EngineError::Store(store_failure(&e, &msg, &self.dir)));

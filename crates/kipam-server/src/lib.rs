@@ -9,6 +9,7 @@
 //! ## Layout
 //! - [`engine`]: the in-memory engine, the group-commit writer, history events, usage
 //!   samples and GC of leaked handles.
+//! - `history`: the per-address history index (events grouped in chunks of 64 addresses).
 //! - [`server`]: listeners, start-up and graceful shutdown ([`run`]).
 //! - [`routes`]: the HTTP handlers, one module per resource, and the router.
 //! - [`auth`]: tokens, roles and the trust given to each listener.
@@ -25,6 +26,7 @@ pub mod config;
 pub mod engine;
 pub mod error;
 pub mod forecasts;
+mod history;
 pub mod metrics;
 pub mod openapi;
 pub mod routes;

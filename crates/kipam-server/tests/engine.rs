@@ -473,3 +473,89 @@ async fn a_failed_wal_sync_fails_its_batch_and_stops_mutations() {
     assert_eq!(held, Some(first[0]));
     e.shutdown();
 }
+
+fn store_keys(dir: &TempDir, prefix: &str) -> Vec<String> {
+    use kipam_store::Store;
+    let s = kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap();
+    s.list(prefix).unwrap().into_iter().map(|r| r.key).collect()
+}
+
+/// The history index groups addresses by 64 and writes a group's entries 16 at a time;
+/// the entries still in memory are rebuilt from the events after a restart, records of
+/// the older one-row-per-event format are still read, and expiry removes both.
+#[tokio::test]
+async fn history_is_indexed_in_chunks_survives_restarts_and_expires() {
+    let dir = TempDir::new("chunks");
+    let (c, t) = clock();
+    let e = open(&dir, &c);
+    pool(&e, "pods", "10.82.0.0/28").await;
+    // 20 allocate + release pairs: 40 events in one group of 64 addresses.
+    let mut expected: BTreeMap<IpAddr, Vec<(EventKind, String)>> = BTreeMap::new();
+    for i in 0..20 {
+        let h = format!("h{i}");
+        let a = addrs(e.apply(alloc(&h, "n1", &["pods"])).await.unwrap())[0];
+        t.fetch_add(1_000, Ordering::SeqCst);
+        e.apply(Mutation::Release { handle: h.clone() })
+            .await
+            .unwrap();
+        t.fetch_add(1_000, Ordering::SeqCst);
+        let log = expected.entry(a).or_default();
+        log.push((EventKind::Allocate, h.clone()));
+        log.push((EventKind::Release, h));
+    }
+    let seen = |e: &Engine| -> BTreeMap<IpAddr, Vec<(EventKind, String)>> {
+        expected
+            .keys()
+            .map(|a| {
+                let h = e.history(*a).unwrap();
+                (*a, h.into_iter().map(|ev| (ev.kind, ev.handle)).collect())
+            })
+            .collect()
+    };
+    assert_eq!(seen(&e), expected);
+    assert_eq!(
+        store_keys(&dir, "hist/10.82.0.0/").len(),
+        2,
+        "40 entries: two chunks of 16 written, 8 waiting"
+    );
+    assert!(store_keys(&dir, "history/").is_empty(), "no row per event");
+    e.shutdown();
+
+    // An event recorded the old way, one `history/{addr}/{seq}` row with the event.
+    {
+        use kipam_store::{Expect, Op, Store};
+        let s =
+            kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap();
+        let old = r#"{"seq":1000,"time":1700000000000,"kind":"allocate","pool":"pods","address":"10.82.0.50","handle":"old/one"}"#;
+        let put = |key: &str| Op::Put {
+            key: key.into(),
+            value: old.as_bytes().to_vec(),
+            expect: Expect::Any,
+        };
+        s.commit(&[
+            put("events/00000000000000001000"),
+            put("history/10.82.0.50/00000000000000001000"),
+        ])
+        .unwrap();
+    }
+    let e = open(&dir, &c);
+    assert_eq!(
+        seen(&e),
+        expected,
+        "the 8 waiting entries are rebuilt at start"
+    );
+    let old = e.history("10.82.0.50".parse().unwrap()).unwrap();
+    assert_eq!(old.len(), 1);
+    assert_eq!(old[0].handle, "old/one");
+
+    // Past the retention (30 days) housekeeping deletes events, chunks and old rows.
+    t.fetch_add(31 * 24 * 3600 * 1000, Ordering::SeqCst);
+    e.apply(Mutation::Housekeeping).await.unwrap();
+    for a in expected.keys() {
+        assert!(e.history(*a).unwrap().is_empty(), "{a}");
+    }
+    assert!(store_keys(&dir, "events/").is_empty());
+    assert!(store_keys(&dir, "hist/").is_empty());
+    assert!(store_keys(&dir, "history/").is_empty());
+    e.shutdown();
+}
