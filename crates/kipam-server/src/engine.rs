@@ -868,9 +868,15 @@ impl Checkpoints {
                         // checkpoints itself should the WAL keep growing.
                         Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
                     }
-                    let rest = CHECKPOINT_EVERY.saturating_sub(started.elapsed());
-                    if let Err(RecvTimeoutError::Disconnected) = rx.recv_timeout(rest) {
-                        break;
+                    // Nudges that come meanwhile (one per commit) are swallowed: the
+                    // next checkpoint takes what they announced.
+                    let next = started + CHECKPOINT_EVERY;
+                    loop {
+                        match rx.recv_timeout(next.saturating_duration_since(Instant::now())) {
+                            Ok(()) => continue,
+                            Err(RecvTimeoutError::Timeout) => break,
+                            Err(RecvTimeoutError::Disconnected) => return,
+                        }
                     }
                 }
             })
