@@ -57,6 +57,17 @@ impl Writer {
             self.0.push(byte | 0x80);
         }
     }
+    /// A `u32` count, then each item: the count is filled in after the items.
+    fn counted<T>(&mut self, items: impl Iterator<Item = T>, mut each: impl FnMut(&mut Self, T)) {
+        let at = self.0.len();
+        self.u32(0);
+        let mut n: u32 = 0;
+        for item in items {
+            each(self, item);
+            n += 1;
+        }
+        self.0[at..at + 4].copy_from_slice(&n.to_le_bytes());
+    }
     fn opt(&mut self, v: Option<u64>) {
         match v {
             Some(t) => {
@@ -170,21 +181,39 @@ impl<'a> Reader<'a> {
 
 /// Encodes a block body.
 pub fn encode_block(b: &BlockRecord) -> Vec<u8> {
-    let mut w = Writer(Vec::with_capacity(32 + b.held.len() * 80));
+    encode_block_from(
+        &b.node,
+        b.cursor,
+        b.empty_since,
+        b.held.iter().map(|(o, k)| (*o, k.as_str())),
+        b.quarantined.iter().copied(),
+    )
+}
+
+/// Encodes a block body from its parts, as [`encode_block`] does, without building a
+/// [`BlockRecord`] first: a block is rewritten on every allocation in it, and a
+/// `BlockRecord` copies every holder's key into a `String` of its own (up to 64 heap
+/// allocations per write of a /26).
+pub fn encode_block_from<'k>(
+    node: &str,
+    cursor: u32,
+    empty_since: Option<Millis>,
+    held: impl Iterator<Item = (u32, &'k str)>,
+    quarantined: impl Iterator<Item = (u32, Millis)>,
+) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(64 + held.size_hint().0 * 32));
     w.u8(BLOCK_FORMAT);
-    w.str(&b.node);
-    w.u32(b.cursor);
-    w.opt(b.empty_since);
-    w.u32(b.held.len() as u32);
-    for (offset, key) in &b.held {
-        w.u32(*offset);
+    w.str(node);
+    w.u32(cursor);
+    w.opt(empty_since);
+    w.counted(held, |w, (offset, key)| {
+        w.u32(offset);
         w.str(key);
-    }
-    w.u32(b.quarantined.len() as u32);
-    for (offset, until) in &b.quarantined {
-        w.u32(*offset);
-        w.u64(*until);
-    }
+    });
+    w.counted(quarantined, |w, (offset, until)| {
+        w.u32(offset);
+        w.u64(until);
+    });
     w.0
 }
 

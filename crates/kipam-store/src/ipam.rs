@@ -31,7 +31,7 @@ use kipam_core::{
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
-use crate::codec::{self, BlockRecord};
+use crate::codec;
 use crate::store::{Store, StoreError, Txn, transact};
 
 /// Errors of IPAM operations on a store.
@@ -438,18 +438,14 @@ impl Loader<'_> {
                 };
                 match p.block(base) {
                     Some(b) => {
-                        let rec = BlockRecord {
-                            node: b.node().to_string(),
-                            cursor: b.cursor(),
-                            empty_since: b.empty_since(),
-                            held: b
-                                .held()
-                                .map(|(o, id)| (o, ipam.key_of(id).to_string()))
-                                .collect(),
-                            quarantined: b.quarantined().collect(),
-                        };
-                        self.txn
-                            .put(&block_key(name, prefix), codec::encode_block(&rec))?;
+                        let body = codec::encode_block_from(
+                            b.node(),
+                            b.cursor(),
+                            b.empty_since(),
+                            b.held().map(|(o, id)| (o, ipam.key_of(id))),
+                            b.quarantined(),
+                        );
+                        self.txn.put(&block_key(name, prefix), body)?;
                     }
                     None => self.txn.delete(&block_key(name, prefix))?,
                 }
