@@ -7,8 +7,8 @@
 # releasing what it got: throughput and p50/p99 latency, with kipamd's mean group-commit
 # batch, commit time and CPU time per allocation; then kipamd's RSS holding 1,000,000
 # allocations (filled through the API by 64 clients) and the time from a restart to
-# /readyz 200 on that store. Every answer is durable: kipamd replies after the group
-# commit holding the request is fsynced (SQLite synchronous=FULL). Prints the tables and
+# /readyz 200 on that store. Every answer is durable: kipamd replies after the WAL holding
+# the request's group commit is fsynced (docs/storage.md, "Durability"). Prints the tables and
 # whether each target is met.
 #
 # How to run (root not required; the work directory must be on the disk kipamd would use):

@@ -95,7 +95,8 @@ pub fn print(runs: &[Run], large: Option<&Large>, duration: Duration) {
     println!(
         "Throughput: each run allocates for {:.0} s (one handle per request, one address from \
          pool `bench` 10.0.0.0/8, clients spread over 64 nodes), then releases everything it \
-         allocated. Every answer is durable (group commit, SQLite synchronous=FULL). Each \
+         allocated. Every answer is durable (group commit; kipamd answers after the WAL \
+         holding the request is fsynced). Each \
          client keeps one HTTP/1.1 connection alive across its requests.\n",
         duration.as_secs_f64()
     );
