@@ -8,6 +8,7 @@
 //!   the same address (checked through the API after the final restart);
 //! - a release a client got a success for stays released;
 //! - no address is held twice, and nothing is held that no client asked for;
+//! - the history of every address held at the end ends with its holder's allocation;
 //! - the store passes SQLite's integrity check and kipam's own
 //!   (`IpamStore::check_integrity`: every address in one state, handles agree with blocks,
 //!   summaries agree with bodies), opened after the last kill.
@@ -407,6 +408,20 @@ fn kipamd_survives_sigkill_under_64_concurrent_clients() {
             if let Some(other) = owners.insert(*a, h) {
                 panic!("{a} is held by both {other} and {h}");
             }
+        }
+    }
+    // History survived the kills too: its index is partly rebuilt from the events at
+    // every start (crates/kipam-server/src/history.rs). Each address held at the end was
+    // last allocated to its holder.
+    for (h, addrs) in &listed {
+        for a in addrs {
+            let history = c.address(*a, None).unwrap().history;
+            let last = history.last().map(|e| (e.kind.as_str(), e.handle.as_str()));
+            assert_eq!(
+                last,
+                Some(("allocate", h.as_str())),
+                "history of {a}, held by {h}: {history:?}"
+            );
         }
     }
     let usage = c.get_pool(POOL).unwrap().usage;
