@@ -657,12 +657,16 @@ impl Engine {
     /// Usage samples of a pool since `since`, oldest first.
     pub fn samples(&self, pool: &str, since: Millis) -> Result<Vec<Sample>, EngineError> {
         let prefix = format!("samples/{}/", kipam_store::ipam::esc(pool));
-        let after = sample_key(pool, since.saturating_sub(1));
+        self.samples_after(&prefix, sample_key(pool, since.saturating_sub(1)))
+    }
+
+    /// The samples under `prefix` whose keys sort after `after`, a page at a time.
+    fn samples_after(&self, prefix: &str, after: String) -> Result<Vec<Sample>, EngineError> {
         let reader = lock(&self.shared.reader);
         let mut out = Vec::new();
         let mut cursor = Some(after);
         while let Some(after) = cursor.take() {
-            let page = reader.list_page(&prefix, Some(&after), 10_000)?;
+            let page = reader.list_page(prefix, Some(&after), 10_000)?;
             for r in &page {
                 out.push(decode_sample(&r.key, &r.value)?);
             }
@@ -688,22 +692,10 @@ impl Engine {
             node_samples_prefix(pool),
             kipam_store::ipam::esc(node)
         );
-        let after = node_sample_key(pool, node, since.saturating_sub(1));
-        let reader = lock(&self.shared.reader);
-        let mut out = Vec::new();
-        let mut cursor = Some(after);
-        while let Some(after) = cursor.take() {
-            let page = reader.list_page(&prefix, Some(&after), 10_000)?;
-            for r in &page {
-                out.push(decode_sample(&r.key, &r.value)?);
-            }
-            if page.len() == 10_000 {
-                cursor = page.last().map(|r| r.key.clone());
-            }
-        }
-        drop(reader);
-        self.shared.settle_all();
-        Ok(out)
+        self.samples_after(
+            &prefix,
+            node_sample_key(pool, node, since.saturating_sub(1)),
+        )
     }
 
     /// Stops taking mutations, lets the queued ones commit and answer, and waits for the
