@@ -117,6 +117,17 @@ fn parse_handle(key: &str, bytes: &[u8]) -> Result<Handle> {
     parse(key, bytes)
 }
 
+/// Asks for every node summary of the first pool that lacks some: whole-pool answers
+/// (usage, empty blocks) need them all.
+fn all_nodes_loaded(ipam: &Ipam) -> std::result::Result<(), Error> {
+    match ipam.pools().find(|p| !p.all_nodes_loaded()) {
+        Some(p) => Err(Error::NeedLoad(Need::AllNodes {
+            pool: p.config().name.clone(),
+        })),
+        None => Ok(()),
+    }
+}
+
 /// What an operation loads up front.
 #[derive(Clone, Debug, Default)]
 struct Scope {
@@ -803,13 +814,7 @@ impl<S: Store> IpamStore<S> {
             ..Scope::default()
         };
         self.run(now, &scope, |ipam| {
-            let missing = ipam
-                .pools()
-                .find(|p| !p.all_nodes_loaded())
-                .map(|p| p.config().name.clone());
-            if let Some(pool) = missing {
-                return Err(Error::NeedLoad(Need::AllNodes { pool }));
-            }
+            all_nodes_loaded(ipam)?;
             Ok(ipam
                 .pools()
                 .map(|p| (p.config().name.clone(), p.usage()))
@@ -824,13 +829,7 @@ impl<S: Store> IpamStore<S> {
             ..Scope::default()
         };
         self.run(now, &scope, |ipam| {
-            let missing = ipam
-                .pools()
-                .find(|p| !p.all_nodes_loaded())
-                .map(|p| p.config().name.clone());
-            if let Some(pool) = missing {
-                return Err(Error::NeedLoad(Need::AllNodes { pool }));
-            }
+            all_nodes_loaded(ipam)?;
             Ok(ipam.reclaim_empty_blocks(now))
         })
     }
