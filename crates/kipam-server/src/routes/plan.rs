@@ -198,17 +198,35 @@ pub async fn forecast(
     let samples =
         read_samples(move || e.samples(&pool, now.saturating_sub(opts.window_ms))).await?;
     let f = fit(&samples, now, &opts);
+    Ok(axum::Json(view_now(
+        &state,
+        &name,
+        &f,
+        now,
+        (used, usable),
+        usage_pct,
+    )))
+}
+
+/// The forecast's view with usage and risk as of now, like pool lists report them, not
+/// as of the last sample (which may be a sample interval old, or missing for a new pool).
+fn view_now(
+    state: &AppState,
+    pool: &str,
+    f: &kipam_core::forecast::Forecast,
+    now: u64,
+    (used, usable): (u128, u128),
+    usage_pct: f64,
+) -> ForecastView {
     let thresholds = state.forecasts.thresholds();
-    let mut view = ForecastView::new(&name, &f, now, thresholds);
-    // Usage and risk are reported as of now, like pool lists do, not as of the last
-    // sample (which may be a sample interval old, or missing for a new pool).
+    let mut view = ForecastView::new(pool, f, now, thresholds);
     view.used = used.to_string();
     view.size = usable.to_string();
     view.usage_pct = usage_pct;
     view.at_risk = at_risk(usage_pct, f.eta, now, thresholds)
         .as_ref()
         .map(AtRisk::new);
-    Ok(axum::Json(view))
+    view
 }
 
 /// The forecast of `node`'s blocks in `pool`, from the node's samples (read from the
@@ -252,15 +270,8 @@ async fn node_forecast(
         (u, s) => (u as f64) * 100.0 / (s as f64),
     };
     let f = fit(&samples, now, &opts);
-    let thresholds = state.forecasts.thresholds();
-    let mut view = ForecastView::new(&pool, &f, now, thresholds);
+    let mut view = view_now(state, &pool, &f, now, (used, usable), usage_pct);
     view.node = Some(node);
-    view.used = used.to_string();
-    view.size = usable.to_string();
-    view.usage_pct = usage_pct;
-    view.at_risk = at_risk(usage_pct, f.eta, now, thresholds)
-        .as_ref()
-        .map(AtRisk::new);
     Ok(axum::Json(view))
 }
 
