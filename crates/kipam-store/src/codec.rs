@@ -1,19 +1,118 @@
 //! Encodings of the IPAM records.
 //!
-//! Records that are small and rarely written (pool configs, handles, scope networks,
-//! leases) are JSON: readable with `sqlite3` or `etcdctl`, easy to evolve. The two records
-//! written on every allocation — a block body and a node's block summaries — use a compact
-//! little-endian binary form, because a CNI exec reads and rewrites them on its hot path.
-//! Each binary record starts with a format byte ([`BLOCK_FORMAT`], [`NODE_FORMAT`]) so a
-//! later version can read old data; docs/storage.md describes both layouts.
+//! Records that are small and rarely written (pool configs, handles, scope networks)
+//! are JSON: readable with `sqlite3` or `etcdctl`, easy to evolve. The records written on
+//! every allocation — a block body and a node's block summaries — and a pool's claims
+//! index, rewritten whole on every block claim and ~200 KB of JSON for a pool of 15,000
+//! blocks, use a compact little-endian binary form. Each binary record starts with a
+//! format byte ([`BLOCK_FORMAT`], [`NODE_FORMAT`], [`CLAIMS_FORMAT`]) so a later version
+//! can read old data; docs/storage.md describes the layouts.
 
-use kipam_core::{BlockSummary, Millis};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use kipam_core::{BlockSummary, Lease, Millis};
 
 /// Format byte of a block body record.
 pub const BLOCK_FORMAT: u8 = 1;
 /// Format byte of a node summaries record written now (2: varint deltas; 1, fixed-width
 /// fields, is still read).
 pub const NODE_FORMAT: u8 = 2;
+
+/// Format byte of a claims index record written now (2: binary; records written before
+/// are JSON, which starts with `{`, and are still read).
+pub const CLAIMS_FORMAT: u8 = 2;
+
+/// A pool's claims index: the blocks claimed, per node, and the prefix leases.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ClaimsRecord {
+    /// Block bases (first address as a 128-bit number) per node, in any order.
+    pub blocks: BTreeMap<String, Vec<u128>>,
+    /// Prefix leases.
+    pub leases: Vec<Lease>,
+}
+
+/// The JSON form of the claims index (written before [`CLAIMS_FORMAT`]).
+#[derive(serde::Deserialize)]
+struct ClaimsJson {
+    #[serde(default)]
+    blocks: BTreeMap<String, Vec<IpAddr>>,
+    #[serde(default)]
+    leases: Vec<Lease>,
+}
+
+/// Encodes a claims index: format byte 2, a varint node count, then per node its name
+/// (string) and block count (varint) and its block bases in ascending order as varint
+/// deltas (the first from 0); then the leases as one JSON string (they are few, and
+/// carry free-form attributes). A /26 block of a node takes 1-2 bytes.
+pub fn encode_claims(c: &ClaimsRecord) -> Vec<u8> {
+    let blocks: usize = c.blocks.values().map(Vec::len).sum();
+    let mut w = Writer(Vec::with_capacity(16 + blocks * 2 + c.blocks.len() * 24));
+    w.u8(CLAIMS_FORMAT);
+    w.varint(c.blocks.len() as u128);
+    for (node, bases) in &c.blocks {
+        w.str(node);
+        let mut sorted = bases.clone();
+        sorted.sort_unstable();
+        w.varint(sorted.len() as u128);
+        let mut prev = 0u128;
+        for base in sorted {
+            w.varint(base - prev);
+            prev = base;
+        }
+    }
+    // Serialising leases (string keys, no floats) cannot fail.
+    w.str(&serde_json::to_string(&c.leases).unwrap_or_else(|_| "[]".into()));
+    w.0
+}
+
+/// Decodes a claims index, binary (format 2) or JSON (before it).
+pub fn decode_claims(buf: &[u8]) -> Result<ClaimsRecord, String> {
+    if buf.first() == Some(&b'{') {
+        let j: ClaimsJson = serde_json::from_slice(buf).map_err(|e| e.to_string())?;
+        return Ok(ClaimsRecord {
+            blocks: j
+                .blocks
+                .into_iter()
+                .map(|(node, bases)| {
+                    let bases = bases.into_iter().map(kipam_core::prefix::addr_to_u128);
+                    (node, bases.collect())
+                })
+                .collect(),
+            leases: j.leases,
+        });
+    }
+    let mut r = Reader {
+        buf,
+        what: "claims",
+    };
+    r.format(CLAIMS_FORMAT)?;
+    let nodes = r.varint()?;
+    let mut blocks = BTreeMap::new();
+    for _ in 0..nodes {
+        // Every node takes at least 5 bytes: a corrupt count runs out of record first.
+        let node = r.str()?;
+        let n = r.varint()?;
+        let n = usize::try_from(n)
+            .ok()
+            .filter(|n| *n <= r.buf.len())
+            .ok_or_else(|| format!("claims record claims {n} blocks but is too short"))?;
+        let mut bases = Vec::with_capacity(n);
+        let mut prev = 0u128;
+        for _ in 0..n {
+            prev = prev
+                .checked_add(r.varint()?)
+                .ok_or("claims record has a block base out of range")?;
+            bases.push(prev);
+        }
+        if blocks.insert(node, bases).is_some() {
+            return Err("claims record names a node twice".into());
+        }
+    }
+    let leases = serde_json::from_str(&r.str()?).map_err(|e| format!("claims leases: {e}"))?;
+    r.end()?;
+    Ok(ClaimsRecord { blocks, leases })
+}
 
 /// A block body as stored.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -347,6 +446,50 @@ mod tests {
     use proptest::prelude::*;
 
     #[test]
+    fn claims_round_trip_and_json_is_still_read() {
+        let v6 =
+            kipam_core::prefix::addr_to_u128("fd00:1::".parse().unwrap_or(IpAddr::from([0u8; 16])));
+        let c = ClaimsRecord {
+            blocks: BTreeMap::from([
+                (
+                    "worker-1".to_string(),
+                    vec![167_772_224, 167_772_160, 167_772_288],
+                ),
+                ("worker-2".to_string(), vec![v6, v6 + 64]),
+                ("empty".to_string(), vec![]),
+            ]),
+            leases: vec![Lease {
+                prefix: "10.9.0.0/24"
+                    .parse()
+                    .unwrap_or_else(|_| ipnet::IpNet::default()),
+                owner: "node/a".into(),
+                created: 5,
+                attrs: BTreeMap::from([("k".to_string(), "v".to_string())]),
+            }],
+        };
+        let bytes = encode_claims(&c);
+        let mut sorted = c.clone();
+        for bases in sorted.blocks.values_mut() {
+            bases.sort_unstable();
+        }
+        assert_eq!(decode_claims(&bytes), Ok(sorted));
+        // worker-1's three /26 bases cost 4 + 2 + 2 bytes.
+        assert!(bytes.len() < 200, "{} bytes", bytes.len());
+        let json = r#"{"blocks":{"n1":["10.0.0.64","10.0.0.0"]},"leases":[]}"#;
+        let old = decode_claims(json.as_bytes());
+        assert_eq!(
+            old.map(|c| c.blocks),
+            Ok(BTreeMap::from([(
+                "n1".to_string(),
+                vec![167_772_224, 167_772_160]
+            )]))
+        );
+        assert!(decode_claims(&[3]).is_err(), "unknown format");
+        assert!(decode_claims(&[2, 1]).is_err(), "truncated");
+        assert!(decode_claims(b"{").is_err(), "bad JSON");
+    }
+
+    #[test]
     fn block_round_trips() {
         let b = BlockRecord {
             node: "worker-1".into(),
@@ -405,6 +548,7 @@ mod tests {
         fn garbage_never_panics(bytes in proptest::collection::vec(any::<u8>(), 0..256)) {
             let _ = decode_block(&bytes);
             let _ = decode_node(&bytes);
+            let _ = decode_claims(&bytes);
         }
     }
 }

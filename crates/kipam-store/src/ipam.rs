@@ -11,7 +11,7 @@
 //! | key | value |
 //! |---|---|
 //! | `pools/{pool}` | pool config, JSON |
-//! | `claims/{pool}` | claims index: blocks with their node, prefix leases; JSON |
+//! | `claims/{pool}` | claims index: blocks with their node, prefix leases; binary (JSON before) |
 //! | `nodes/{pool}/{node}` | the node's block summaries, binary ([`codec`]) |
 //! | `blocks/{pool}/{block base}` | block body: holders, quarantine, cursor; binary |
 //! | `handles/{handle}` | handle: node, attributes, addresses; JSON |
@@ -84,17 +84,6 @@ fn scope_key(kind: ObjectKind, name: &str) -> String {
         ObjectKind::Reservation => format!("reservations/{}", esc(name)),
         _ => format!("externals/{}", esc(name)),
     }
-}
-
-/// The claims index of a pool as stored.
-#[derive(Clone, Debug, Default, Serialize, Deserialize)]
-struct ClaimsRecord {
-    /// Block bases (as addresses) per node.
-    #[serde(default)]
-    blocks: BTreeMap<String, Vec<IpAddr>>,
-    /// Prefix leases.
-    #[serde(default)]
-    leases: Vec<Lease>,
 }
 
 fn json<T: Serialize>(v: &T) -> Vec<u8> {
@@ -188,16 +177,15 @@ impl Loader<'_> {
         })?;
         let ckey = claims_key(&name);
         if let Some(rec) = self.txn.get(&ckey)? {
-            let claims: ClaimsRecord = parse(&ckey, &rec.value)?;
+            let claims = codec::decode_claims(&rec.value).map_err(|detail| IpamError::Corrupt {
+                key: ckey.clone(),
+                detail,
+            })?;
             let family = pool.prefix().family;
             let mut blocks = Vec::new();
             for (node, bases) in claims.blocks {
                 for base in bases {
-                    let p = Prefix::containing(
-                        family,
-                        kipam_core::prefix::addr_to_u128(base),
-                        pool.block_len(),
-                    );
+                    let p = Prefix::containing(family, base, pool.block_len());
                     blocks.push((p, node.clone()));
                 }
             }
@@ -429,16 +417,17 @@ impl Loader<'_> {
         for (name, d) in &dirty.pools {
             let Some(p) = ipam.pool(name) else { continue };
             if d.claims {
-                let mut claims = ClaimsRecord::default();
+                let mut claims = codec::ClaimsRecord::default();
                 for (b, node) in p.block_claims() {
                     claims
                         .blocks
                         .entry(node.to_string())
                         .or_default()
-                        .push(b.range().first);
+                        .push(b.base);
                 }
                 claims.leases = p.leases().cloned().collect();
-                self.txn.put(&claims_key(name), json(&claims))?;
+                self.txn
+                    .put(&claims_key(name), codec::encode_claims(&claims))?;
             }
             let family = p.prefix().family;
             for &base in &d.blocks {
