@@ -382,10 +382,10 @@ fn corrupt(key: &str, detail: impl ToString) -> EngineError {
     })
 }
 
-/// The history watermark and the index entries of the events after it, re-read from
+/// The history index entries of the events after the watermark, re-read from
 /// `events/`. `seq` is the newest event's: a store without a watermark was written by a
 /// version that indexed every event as it came (`history/{addr}/{seq}`).
-fn load_history(store: &SqliteStore, seq: u64) -> Result<(u64, history::Pending), EngineError> {
+fn load_history(store: &SqliteStore, seq: u64) -> Result<history::Pending, EngineError> {
     let watermark = match store.get(history::WATERMARK_KEY)? {
         Some(rec) => std::str::from_utf8(&rec.value)
             .ok()
@@ -408,7 +408,7 @@ fn load_history(store: &SqliteStore, seq: u64) -> Result<(u64, history::Pending)
             _ => break,
         }
     }
-    Ok((watermark, pending))
+    Ok(pending)
 }
 
 fn sample_key(pool: &str, time: Millis) -> String {
@@ -515,7 +515,7 @@ impl Engine {
                 .unwrap_or(0),
             None => 0,
         };
-        let (watermark, history) = load_history(ipam_store.store(), seq)?;
+        let history = load_history(ipam_store.store(), seq)?;
         let shared = Arc::new(Shared {
             ipam: Mutex::new(ipam),
             history: Mutex::new(history),
@@ -541,7 +541,6 @@ impl Engine {
             checkpoints: Some(checkpoints),
             syncer: Some(syncer),
             batches: 0,
-            watermark,
         };
         let handle = std::thread::Builder::new()
             .name("kipam-writer".into())
@@ -724,8 +723,6 @@ struct Writer {
     syncer: Option<Syncer>,
     /// Batches applied so far (numbers batches for [`Shared::settle`]).
     batches: u64,
-    /// The history watermark as stored ([`history::WATERMARK_KEY`]).
-    watermark: u64,
 }
 
 /// A batch handed from the writer to the sync thread.
@@ -1361,7 +1358,6 @@ impl Writer {
                 .filter(|(k, _)| extra.pending_put.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            let mut watermark = self.watermark;
             let committed =
                 kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
                     write_dirty(txn, &mut ipam)?;
@@ -1380,7 +1376,7 @@ impl Writer {
                         // Written with every event, even unchanged: beside the event
                         // counter (same page), and its absence means "an older version
                         // indexed everything" (see `load_history`).
-                        watermark = index.watermark(seq);
+                        let watermark = index.watermark(seq);
                         txn.put(history::WATERMARK_KEY, watermark.to_string().into_bytes())?;
                     }
                     drop(index);
@@ -1413,9 +1409,6 @@ impl Writer {
                     Ok(())
                 });
             committed_ok = committed.is_ok();
-            if committed_ok {
-                self.watermark = watermark;
-            }
             match committed {
                 Ok(()) => {
                     // Counted and answered by the sync thread once durable.
@@ -1453,10 +1446,7 @@ impl Writer {
                     // The index took the failed batch's entries: rebuild it from what
                     // the store holds.
                     match load_history(self.store.store(), self.seq) {
-                        Ok((w, index)) => {
-                            self.watermark = w;
-                            *lock(&shared.history) = index;
-                        }
+                        Ok(index) => *lock(&shared.history) = index,
                         Err(load) => {
                             tracing::error!(error = %load, "reloading the history index failed; not ready");
                             self.shared.ready.store(false, Ordering::Relaxed);
