@@ -266,6 +266,8 @@ pub enum EngineError {
 pub trait Observer: Send + Sync {
     /// A batch was committed (or failed).
     fn commit(&self, batch: usize, took: Duration, ok: bool);
+    /// The WAL was synced (one sync covers every batch committed since the last).
+    fn synced(&self, _took: Duration) {}
     /// A mutation was applied (`kind` like "allocate"), with its result.
     fn mutation(&self, kind: &'static str, pool: Option<&str>, ok: bool, took: Duration);
     /// Addresses reclaimed by GC.
@@ -312,6 +314,8 @@ struct Shared {
 #[derive(Clone)]
 pub struct Engine {
     shared: Arc<Shared>,
+    /// The store's WAL file (for its size in the metrics).
+    wal_path: Arc<PathBuf>,
     tx: Arc<Mutex<Option<mpsc::Sender<Job>>>>,
     clock: Clock,
     writer: Arc<Mutex<Option<std::thread::JoinHandle<()>>>>,
@@ -495,6 +499,7 @@ impl Engine {
             .with_wal_size_limit(WAL_SIZE_LIMIT)?
             .with_deferred_sync()?;
         let wal = store.wal_sync();
+        let wal_path = Arc::new(wal.path().to_path_buf());
         let reader = open_store(dir, &opts)?;
         let checkpoints = Checkpoints::start(open_store(dir, &opts)?, dir)?;
         let ipam_store = IpamStore::new(store);
@@ -551,6 +556,7 @@ impl Engine {
             })?;
         Ok(Engine {
             shared,
+            wal_path,
             tx: Arc::new(Mutex::new(Some(tx))),
             clock,
             writer: Arc::new(Mutex::new(Some(handle))),
@@ -583,6 +589,11 @@ impl Engine {
         let pending: Vec<PendingReclaim> = lock(&self.shared.pending).values().cloned().collect();
         self.shared.settle_all();
         pending
+    }
+
+    /// The size of the store's WAL file, if it can be read.
+    pub fn wal_bytes(&self) -> Option<u64> {
+        std::fs::metadata(&*self.wal_path).ok().map(|m| m.len())
     }
 
     /// Whether the store is open and loaded and the writer runs.
@@ -770,7 +781,12 @@ impl Syncer {
                     let mut group = vec![first];
                     group.extend(rx.try_iter());
                     let synced = if group.iter().any(|c| c.ok) {
-                        wal.sync()
+                        let started = Instant::now();
+                        let synced = wal.sync();
+                        if let (Ok(()), Some(o)) = (&synced, &observer) {
+                            o.synced(started.elapsed());
+                        }
+                        synced
                     } else {
                         Ok(())
                     };

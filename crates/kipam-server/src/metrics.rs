@@ -73,6 +73,8 @@ pub struct Metrics {
     allocation_duration: Histogram,
     blocks: Family<PoolNode, Gauge>,
     commit_duration: Histogram,
+    sync_duration: Histogram,
+    wal_bytes: Gauge,
     batch_size: Histogram,
     reclaimed: Counter,
     mutations: Family<KindResult, Counter>,
@@ -125,8 +127,20 @@ impl Metrics {
         let commit_duration = Histogram::new(exponential_buckets(0.0001, 2.0, 16));
         registry.register(
             "kipam_store_commit_duration_seconds",
-            "Time to apply and durably commit one batch (group commit)",
+            "Time from the start of a batch (group commit) to its WAL sync",
             commit_duration.clone(),
+        );
+        let sync_duration = Histogram::new(exponential_buckets(0.00005, 2.0, 16));
+        registry.register(
+            "kipam_store_sync_duration_seconds",
+            "Time of one WAL fsync; each covers every batch committed since the last",
+            sync_duration.clone(),
+        );
+        let wal_bytes = Gauge::default();
+        registry.register(
+            "kipam_store_wal_bytes",
+            "Size of the store's write-ahead log file (the writer truncates it at 256 MiB)",
+            wal_bytes.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
@@ -167,6 +181,8 @@ impl Metrics {
             allocation_duration,
             blocks,
             commit_duration,
+            sync_duration,
+            wal_bytes,
             batch_size,
             reclaimed,
             mutations,
@@ -205,6 +221,12 @@ impl Metrics {
         self.blocks.clear();
         self.exhaustion_eta.clear();
         self.ready.set(i64::from(engine.is_some_and(Engine::ready)));
+        self.wal_bytes.set(
+            engine
+                .and_then(Engine::wal_bytes)
+                .and_then(|b| i64::try_from(b).ok())
+                .unwrap_or(0),
+        );
         if let Some(engine) = engine {
             engine.read(|ipam| {
                 for p in ipam.pools() {
@@ -262,6 +284,10 @@ impl Observer for Metrics {
             self.commit_duration.observe(took.as_secs_f64());
             self.batch_size.observe(batch as f64);
         }
+    }
+
+    fn synced(&self, took: Duration) {
+        self.sync_duration.observe(took.as_secs_f64());
     }
 
     fn mutation(&self, kind: &'static str, _pool: Option<&str>, ok: bool, _took: Duration) {

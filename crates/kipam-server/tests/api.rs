@@ -830,6 +830,8 @@ fn metrics_parse_and_have_the_names() {
         "kipam_allocation_duration_seconds_bucket",
         "kipam_blocks",
         "kipam_store_commit_duration_seconds_bucket",
+        "kipam_store_sync_duration_seconds_bucket",
+        "kipam_store_wal_bytes",
         "kipam_commit_batch_size_bucket",
         "kipam_reclaimed_total",
     ] {
@@ -843,6 +845,14 @@ fn metrics_parse_and_have_the_names() {
         text.contains(r#"kipam_blocks{pool="m",node="node-a"} 1"#),
         "{text}"
     );
+    // The allocation was synced, and the WAL holds its frames.
+    let value = |name: &str| -> f64 {
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.parse().ok())
+            .unwrap_or_else(|| panic!("{name} missing: {text}"))
+    };
+    assert!(value("kipam_store_sync_duration_seconds_count") >= 1.0);
+    assert!(value("kipam_store_wal_bytes") > 0.0);
     assert!(
         text.contains(r#"kipam_allocations_total{pool="m",result="ok"} 1"#),
         "{text}"
