@@ -9,8 +9,46 @@
 //! - `kipam-cni-bench` (src/bin): execs the `kipam` and `host-local` CNI plugins once per
 //!   call and prints ADD/DEL latency percentiles and their ratio (run it through
 //!   `bench/cni-vs-host-local.sh`).
+//! - `kipamd-bench` (src/bin): concurrent clients against a real kipamd over TCP and the
+//!   unix socket, then 1,000,000 allocations and a restart (run it through
+//!   `bench/kipamd.sh`).
+//! - `kipam-counter-child` (src/bin): a child for the many-processes store test.
+//! - Here: [`Rng`] for tests and [`bench_main`], the shared `main` of the bench programs.
 
+use std::process::ExitCode;
 use std::time::{SystemTime, UNIX_EPOCH};
+
+/// Errors of the bench programs: they only report them, so one boxed type is enough.
+pub type BenchError = Box<dyn std::error::Error + Send + Sync>;
+
+/// The `main` of a bench program: `--help` prints `usage`; arguments that do not parse
+/// print the error and `usage` and exit 2; a failed run prints its error and exits 1.
+pub fn bench_main<O>(
+    name: &str,
+    usage: &str,
+    parse: impl FnOnce(&[String]) -> Result<O, BenchError>,
+    run: impl FnOnce(&O) -> Result<(), BenchError>,
+) -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.iter().any(|a| a == "--help" || a == "-h") {
+        println!("{usage}");
+        return ExitCode::SUCCESS;
+    }
+    let opts = match parse(&args) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("{name}: {e}\n{usage}");
+            return ExitCode::from(2);
+        }
+    };
+    match run(&opts) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
 
 /// A tiny xorshift generator: test randomness without a dependency. The seed is printed
 /// by tests so a failure can be replayed.

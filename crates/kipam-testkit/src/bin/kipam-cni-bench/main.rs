@@ -34,7 +34,7 @@ use crate::exec::{Caller, Mode, run_interleaved};
 use crate::report::{Row, Stats};
 
 /// Errors of this program: it only reports them, so one boxed type is enough.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Error = kipam_testkit::BenchError;
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -96,25 +96,7 @@ impl Plugin {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match parse_args(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("kipam-cni-bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kipam-cni-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    kipam_testkit::bench_main("kipam-cni-bench", USAGE, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {

@@ -33,7 +33,7 @@ use crate::load::{Amount, POOL};
 use crate::report::{Large, Run};
 
 /// Errors of this program: it only reports them, so one boxed type is enough.
-pub type Error = Box<dyn std::error::Error + Send + Sync>;
+pub type Error = kipam_testkit::BenchError;
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
 
@@ -63,25 +63,7 @@ struct Options {
 }
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.iter().any(|a| a == "--help" || a == "-h") {
-        println!("{USAGE}");
-        return ExitCode::SUCCESS;
-    }
-    let opts = match parse_args(&args) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("kipamd-bench: {e}\n{USAGE}");
-            return ExitCode::from(2);
-        }
-    };
-    match run(&opts) {
-        Ok(()) => ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("kipamd-bench: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    kipam_testkit::bench_main("kipamd-bench", USAGE, parse_args, run)
 }
 
 fn parse_args(args: &[String]) -> Result<Options> {
