@@ -650,7 +650,29 @@ impl Client {
         pool: &str,
         q: &crate::planning::ForecastQuery,
     ) -> Result<crate::planning::ForecastView, ClientError> {
-        let mut params = Vec::new();
+        self.forecast_of(pool, None, q)
+    }
+
+    /// `GET /v1/pools/{name}/forecast?node=...`: the forecast of one node's blocks.
+    pub fn node_forecast(
+        &self,
+        pool: &str,
+        node: &str,
+        q: &crate::planning::ForecastQuery,
+    ) -> Result<crate::planning::ForecastView, ClientError> {
+        self.forecast_of(pool, Some(node), q)
+    }
+
+    fn forecast_of(
+        &self,
+        pool: &str,
+        node: Option<&str>,
+        q: &crate::planning::ForecastQuery,
+    ) -> Result<crate::planning::ForecastView, ClientError> {
+        let mut params: Vec<String> = node
+            .map(|n| format!("node={}", encode_query(n)))
+            .into_iter()
+            .collect();
         if let Some(w) = &q.window {
             params.push(format!("window={}", encode_query(w)));
         }

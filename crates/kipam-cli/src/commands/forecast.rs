@@ -6,9 +6,6 @@
 //! addresses without borrowing from other nodes' blocks).
 
 use clap::Args;
-use kipam_api::ErrorBody;
-use kipam_api::client::http::{encode_query, encode_segment};
-use kipam_api::client::{Client, ClientError};
 use kipam_api::planning::{ForecastQuery, ForecastView, format_duration};
 
 use crate::output::{Table, group, wire};
@@ -42,7 +39,7 @@ pub fn run(ctx: &Ctx, a: ForecastArgs) -> Result<Outcome, CliError> {
         min_span: a.min_span.clone(),
     };
     if let (Some(pool), Some(node)) = (&a.pool, &a.node) {
-        let f = node_forecast(&c, pool, node, &q)?;
+        let f = c.node_forecast(pool, node, &q)?;
         if ctx.out.json() {
             ctx.out.value(&f)?;
         } else {
@@ -162,50 +159,4 @@ pub fn detail(f: &ForecastView) -> String {
             .map_or_else(|| "no".into(), |r| format!("yes: {}", r.message)),
     );
     t.render().trim_start_matches('\n').to_string()
-}
-
-/// `GET /v1/pools/{pool}/forecast?node=...`: [`Client::forecast`] sends the query of a
-/// pool's forecast only, so the node's is sent here, with the same refusals.
-fn node_forecast(
-    c: &Client,
-    pool: &str,
-    node: &str,
-    q: &ForecastQuery,
-) -> Result<ForecastView, ClientError> {
-    let mut params = vec![format!("node={}", encode_query(node))];
-    if let Some(w) = &q.window {
-        params.push(format!("window={}", encode_query(w)));
-    }
-    if let Some(n) = q.min_samples {
-        params.push(format!("minSamples={n}"));
-    }
-    if let Some(s) = &q.min_span {
-        params.push(format!("minSpan={}", encode_query(s)));
-    }
-    let path = format!(
-        "/v1/pools/{}/forecast?{}",
-        encode_segment(pool),
-        params.join("&")
-    );
-    let resp = c.raw("GET", &path, &[], None)?;
-    if !(200..300).contains(&resp.status) {
-        return Err(match serde_json::from_slice::<ErrorBody>(&resp.body) {
-            Ok(b) => ClientError::Status {
-                status: resp.status,
-                code: b.error.code,
-                message: b.error.message.clone(),
-                body: Some(Box::new(b)),
-            },
-            Err(_) => ClientError::Status {
-                status: resp.status,
-                code: kipam_api::ErrorCode::Internal,
-                message: String::from_utf8_lossy(&resp.body).into_owned(),
-                body: None,
-            },
-        });
-    }
-    serde_json::from_slice(&resp.body).map_err(|source| ClientError::Decode {
-        status: resp.status,
-        source,
-    })
 }
