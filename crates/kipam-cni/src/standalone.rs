@@ -94,6 +94,12 @@ fn ipam_error(e: &IpamError, req: Option<&AddRequest>) -> CniError {
     match e {
         IpamError::Store(s) => store_error(s),
         IpamError::Corrupt { .. } => CniError::store_corrupt(e.to_string()),
+        // `dataDir` points at a kipamd store that kipamd has not folded.
+        IpamError::Unfolded { .. } => CniError::new(
+            crate::error::codes::IO_FAILURE,
+            "store written by kipamd",
+            e.to_string(),
+        ),
         IpamError::Engine(EngineError::PoolExhausted { pool, .. }) => {
             let index = req
                 .and_then(|r| {

@@ -67,6 +67,25 @@ pub struct AllocRequest {
     pub wants: Vec<Want>,
 }
 
+impl AllocRequest {
+    /// One address from each of `pools` (in that order), for `handle` on `node`, with no
+    /// attributes.
+    pub fn from_pools(handle: &str, node: &str, pools: &[&str]) -> AllocRequest {
+        AllocRequest {
+            handle: handle.into(),
+            node: node.into(),
+            attrs: BTreeMap::new(),
+            wants: pools
+                .iter()
+                .map(|p| Want {
+                    source: Source::Pools(vec![p.to_string()]),
+                    addr: None,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// A network outside kipam, or a range reserved in a scope.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ScopeNetwork {
@@ -97,6 +116,26 @@ pub struct Dirty {
     pub handles: BTreeSet<String>,
     /// External networks and reservations changed.
     pub scope_networks: bool,
+}
+
+impl Dirty {
+    /// Adds what `other` names (changes seen later than this set's).
+    pub fn merge(&mut self, other: Dirty) {
+        self.pool_configs.extend(other.pool_configs);
+        for (pool, d) in other.pools {
+            self.pools.entry(pool).or_default().merge(d);
+        }
+        self.handles.extend(other.handles);
+        self.scope_networks |= other.scope_networks;
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        self.pool_configs.is_empty()
+            && self.handles.is_empty()
+            && !self.scope_networks
+            && self.pools.values().all(PoolDirty::is_empty)
+    }
 }
 
 /// The engine's state.
@@ -153,6 +192,13 @@ impl Ipam {
             }
         }
         self.handles.load(handle);
+    }
+
+    /// Marks a handle changed, so the store layer writes its record again — or deletes
+    /// it, when no record is loaded (kipamd, after rebuilding handles from its log).
+    pub fn touch_handle(&mut self, key: &str) {
+        let id = self.handles.intern(key);
+        self.handles.mark_dirty(id);
     }
 
     /// A loaded handle.

@@ -268,6 +268,20 @@ pub struct PoolDirty {
     pub nodes: BTreeSet<String>,
 }
 
+impl PoolDirty {
+    /// Adds what `other` names (changes seen later than this set's).
+    pub fn merge(&mut self, other: PoolDirty) {
+        self.claims |= other.claims;
+        self.blocks.extend(other.blocks);
+        self.nodes.extend(other.nodes);
+    }
+
+    /// Whether nothing changed.
+    pub fn is_empty(&self) -> bool {
+        !self.claims && self.blocks.is_empty() && self.nodes.is_empty()
+    }
+}
+
 /// What a block contributes to its node's indexes: whether it has a free address, and
 /// when its last quarantine ends if it has quarantined addresses.
 pub(crate) type IndexKey = (bool, Option<Millis>);
@@ -885,6 +899,17 @@ impl Pool {
             .iter()
             .filter_map(|b| Some((*b, self.bodies.get(b)?.summary())));
         loaded.chain(n.stored.iter().map(|(b, s)| (*b, *s)))
+    }
+
+    /// Marks a loaded block and its node's summaries changed, so the store layer writes
+    /// them again (kipamd, after rebuilding a block from its log of events). Returns
+    /// false when the block is not loaded.
+    pub fn touch_block(&mut self, base: u128) -> bool {
+        let Some(block) = self.bodies.get_mut(&base) else {
+            return false;
+        };
+        note_summary(&mut self.nodes, &mut self.dirty, base, block);
+        true
     }
 
     /// What changed since the last call, and forget it.

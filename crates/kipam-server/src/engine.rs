@@ -3,10 +3,13 @@
 //! At start the whole state is loaded from the store. Every mutation goes through one
 //! writer thread: it takes a request, then drains whatever else is queued (up to
 //! [`EngineOptions::batch_max`]), applies them one by one to the in-memory engine, and
-//! writes everything they changed — records and history events — in **one** store
-//! transaction (group commit). If the commit fails, the in-memory state is reloaded from
-//! the store (which still holds the state before the batch) and every request of the
-//! batch gets the store's error: nothing is half-written.
+//! writes what they changed — their history events, and the records that cannot wait —
+//! in **one** store transaction (group commit). Handle records, block bodies and node
+//! summaries are written by folds instead, a slice per commit, once a second
+//! ([`FOLD_EVERY`]); until then the events are their record (`kipam_store::log`). If the
+//! commit fails, the in-memory state is reloaded from the store (which still holds the
+//! state before the batch: its last fold plus the events after it) and every request of
+//! the batch gets the store's error: nothing is half-written.
 //!
 //! Three threads share the work of making a batch durable, so that the disk and the CPU
 //! are busy at once:
@@ -43,7 +46,8 @@ use kipam_core::{
     AllocRequest, Error as CoreError, HeldAddr, Ipam, Lease, LeaseWant, Millis, ObjectKind,
     PoolConfig, ScopeNetwork,
 };
-use kipam_store::ipam::write_dirty;
+use kipam_store::ipam::write_changes;
+use kipam_store::log;
 use kipam_store::{
     Checkpoint, IpamError, IpamStore, SqliteOptions, SqliteStore, Store, StoreError, Txn,
 };
@@ -352,7 +356,13 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
-const SEQ_KEY: &str = "meta/event-seq";
+const SEQ_KEY: &str = log::SEQ_KEY;
+
+/// How often the writer starts a fold (see `kipam_store::log`): the records changed since
+/// the last one are written once each, in slices over the next batches, instead of once per
+/// batch that changes them. Bounds the events a start after a crash replays (about two
+/// periods' worth).
+const FOLD_EVERY: Duration = Duration::from_secs(1);
 
 /// WAL frames (4 KiB pages) at which the writer checkpoints the WAL itself, pausing its
 /// commits: reached only when the checkpoint thread falls behind. Copying the WAL into
@@ -370,7 +380,7 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
 fn seq_key(seq: u64) -> String {
-    format!("events/{seq:020}")
+    log::event_key(seq)
 }
 
 /// A history record as earlier versions wrote it: one per event, the event's JSON
@@ -503,7 +513,7 @@ impl Engine {
         let reader = open_store(dir, &opts)?;
         let checkpoints = Checkpoints::start(open_store(dir, &opts)?, dir)?;
         let ipam_store = IpamStore::new(store);
-        let ipam = ipam_store.load_all(clock())?;
+        let mut ipam = ipam_store.load_all(clock())?;
         let mut pending = BTreeMap::new();
         for rec in ipam_store.store().list("gc/")? {
             let p: PendingReclaim =
@@ -521,6 +531,14 @@ impl Engine {
             None => 0,
         };
         let history = load_history(ipam_store.store(), seq)?;
+        // Blocks rebuilt from the log's tail (a crash), or a store from before the log:
+        // fold now, so the tail starts empty.
+        let rebuilt = ipam.take_dirty();
+        kipam_store::transact(ipam_store.store(), |txn| -> Result<(), EngineError> {
+            write_changes(txn, &ipam, &rebuilt)?;
+            txn.put(log::FOLDED_KEY, seq.to_string().into_bytes())?;
+            Ok(())
+        })?;
         let shared = Arc::new(Shared {
             ipam: Mutex::new(ipam),
             history: Mutex::new(history),
@@ -546,6 +564,8 @@ impl Engine {
             checkpoints: Some(checkpoints),
             syncer: Some(syncer),
             batches: 0,
+            folder: log::Folder::new(seq),
+            last_fold: Instant::now(),
         };
         let handle = std::thread::Builder::new()
             .name("kipam-writer".into())
@@ -734,6 +754,10 @@ struct Writer {
     syncer: Option<Syncer>,
     /// Batches applied so far (numbers batches for [`Shared::settle`]).
     batches: u64,
+    /// Which records each commit writes (`kipam_store::log`).
+    folder: log::Folder,
+    /// When the writer last started a fold.
+    last_fold: Instant,
 }
 
 /// A batch handed from the writer to the sync thread.
@@ -955,6 +979,7 @@ impl Writer {
             }
             self.batch(jobs);
         }
+        self.fold_at_shutdown();
         if let Some(s) = self.syncer.take() {
             s.stop();
         }
@@ -964,6 +989,25 @@ impl Writer {
         }
         if let Err(e) = self.store.store().checkpoint(Checkpoint::Truncate) {
             tracing::warn!(error = %e, "checkpoint at shutdown failed; the next start replays the WAL");
+        }
+    }
+
+    /// Writes what waits for a fold, so the next start replays nothing.
+    fn fold_at_shutdown(&mut self) {
+        let shared = self.shared.clone();
+        let mut ipam = lock(&shared.ipam);
+        let dirty = ipam.take_dirty();
+        let plan = self.folder.plan(dirty, &ipam, self.seq, true, true);
+        if plan.changes.is_empty() && self.folder.folded() == plan.folded {
+            return;
+        }
+        let done = kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
+            write_changes(txn, &ipam, &plan.changes)?;
+            txn.put(log::FOLDED_KEY, plan.folded.to_string().into_bytes())?;
+            Ok(())
+        });
+        if let Err(e) = done {
+            tracing::warn!(error = %e, "fold at shutdown failed; the next start replays the log's tail");
         }
     }
 
@@ -1374,9 +1418,21 @@ impl Writer {
                 .filter(|(k, _)| extra.pending_put.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
+            // Handle records, block bodies and node summaries are written by folds
+            // (`kipam_store::log`); housekeeping, which expires events, writes everything.
+            let dirty = ipam.take_dirty();
+            let due = self.last_fold.elapsed() >= FOLD_EVERY;
+            let plan = self.folder.plan(dirty, &ipam, seq, due, housekeeping);
+            if plan.started {
+                self.last_fold = Instant::now();
+            }
+            let stored = self.folder.folded();
             let committed =
                 kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
-                    write_dirty(txn, &mut ipam)?;
+                    write_changes(txn, &ipam, &plan.changes)?;
+                    if plan.folded != stored {
+                        txn.put(log::FOLDED_KEY, plan.folded.to_string().into_bytes())?;
+                    }
                     let mut index = lock(&shared.history);
                     for e in &extra.events {
                         txn.put(&seq_key(e.seq), serde_json::to_vec(e).unwrap_or_default())?;
@@ -1427,6 +1483,7 @@ impl Writer {
             committed_ok = committed.is_ok();
             match committed {
                 Ok(()) => {
+                    self.folder.committed(&plan);
                     // Counted and answered by the sync thread once durable.
                     if let Some(c) = &self.checkpoints {
                         c.nudge();
@@ -1442,6 +1499,9 @@ impl Writer {
                     }
                     tracing::error!(error = %e, batch = applied.len(), "commit failed; reloading state from the store");
                     let msg = e.to_string();
+                    // The store holds the state before the batch: the last fold plus
+                    // the log's tail, which the load replays.
+                    self.folder.reset();
                     match self.store.load_all(now) {
                         Ok(fresh) => *ipam = fresh,
                         Err(load) => {

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use common::{TempDir, skip};
-use kipam_core::{AllocRequest, PoolConfig, Source, Want};
+use kipam_core::{AllocRequest, PoolConfig};
 use kipam_server::engine::{Clock, Engine, EngineOptions, EventKind, GcReport, Mutation, Outcome};
 
 fn clock() -> (Clock, Arc<AtomicU64>) {
@@ -26,18 +26,9 @@ fn open(dir: &TempDir, clock: &Clock) -> Engine {
 }
 
 fn alloc(handle: &str, node: &str, pools: &[&str]) -> Mutation {
-    Mutation::Allocate(AllocRequest {
-        handle: handle.into(),
-        node: node.into(),
-        attrs: BTreeMap::from([("k8s.pod.name".to_string(), handle.to_string())]),
-        wants: pools
-            .iter()
-            .map(|p| Want {
-                source: Source::Pools(vec![p.to_string()]),
-                addr: None,
-            })
-            .collect(),
-    })
+    let mut req = AllocRequest::from_pools(handle, node, pools);
+    req.attrs = BTreeMap::from([("k8s.pod.name".to_string(), handle.to_string())]);
+    Mutation::Allocate(req)
 }
 
 fn addrs(o: Outcome) -> Vec<IpAddr> {

@@ -22,17 +22,63 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use ipnet::IpNet;
 use kipam_core::{
-    AllocRequest, Error, Handle, HeldAddr, Ipam, Lease, LeaseWant, Millis, Need, ObjectKind,
+    AllocRequest, Dirty, Error, Handle, HeldAddr, Ipam, Lease, LeaseWant, Millis, Need, ObjectKind,
     Overlap, Pool, PoolConfig, PoolUsage, Prefix, ScopeNetwork,
 };
 use serde::{Deserialize, Serialize};
 use thiserror::Error;
 
 use crate::codec;
+use crate::log::{self, Tail, TailEvent};
 use crate::store::{Store, StoreError, Txn, transact};
+
+/// Applies a block's events from kipamd's log tail to its loaded body, oldest first: the
+/// last event about an address decides its state, whatever the body held (see
+/// [`crate::log`]).
+fn replay(
+    ipam: &mut Ipam,
+    pool: &str,
+    key: &str,
+    b: &mut kipam_core::Block,
+    block: Prefix,
+    events: &[TailEvent],
+) -> Result<()> {
+    use kipam_core::AddrState;
+    let delay = ipam
+        .pool(pool)
+        .map_or(0, |p| p.config().reuse_delay_seconds.saturating_mul(1000));
+    for e in events {
+        let offset = (kipam_core::prefix::addr_to_u128(e.addr) - block.base) as u32;
+        let id = ipam.intern(&e.handle);
+        match (b.state(offset), e.allocate) {
+            (AddrState::Held(x), true) if x == id => {}
+            (state, true) => {
+                if let AddrState::Held(_) = state {
+                    // A body newer than the event: the later events give it back.
+                    b.release(offset, e.time, e.time);
+                }
+                b.take_exact(offset, id, e.time)
+                    .map_err(|state| IpamError::Corrupt {
+                        key: key.to_string(),
+                        detail: format!(
+                            "event {} gives {} to {}, but it is {state:?}",
+                            e.seq, e.addr, e.handle
+                        ),
+                    })?;
+                b.set_cursor((offset + 1) % b.size());
+            }
+            (AddrState::Held(x), false) if x == id => {
+                b.release(offset, e.time, e.time.saturating_add(delay));
+            }
+            (_, false) => {}
+        }
+    }
+    Ok(())
+}
 
 /// Errors of IPAM operations on a store.
 #[derive(Debug, Error)]
@@ -50,6 +96,18 @@ pub enum IpamError {
         key: String,
         /// What is wrong.
         detail: String,
+    },
+    /// kipamd's log has events its block records do not include yet (see [`crate::log`]):
+    /// only a full load reads them. Start kipamd once, or stop it cleanly, to fold them.
+    #[error(
+        "the store has events {} to {last} that kipamd has not folded into its block records yet; start kipamd once (or stop it cleanly) first",
+        folded + 1
+    )]
+    Unfolded {
+        /// The fold watermark.
+        folded: u64,
+        /// The newest event.
+        last: u64,
     },
 }
 
@@ -130,6 +188,9 @@ struct Scope {
     handles: Vec<String>,
     /// Load every handle.
     all_handles: bool,
+    /// Apply kipamd's log tail to the blocks (a full load; see [`crate::log`]). Without
+    /// it, a store with a tail is refused.
+    replay: bool,
 }
 
 /// Loads records into an [`Ipam`] inside one transaction.
@@ -137,6 +198,8 @@ struct Loader<'t> {
     txn: &'t mut dyn Txn,
     now: Millis,
     loaded: BTreeSet<String>,
+    /// kipamd's log tail, during a full load.
+    tail: Option<Tail>,
 }
 
 impl Loader<'_> {
@@ -252,16 +315,25 @@ impl Loader<'_> {
                 detail: "loaded, yet the engine asks for it again".into(),
             });
         }
-        let rec = self.txn.get(&key)?.ok_or_else(|| IpamError::Corrupt {
-            key: key.clone(),
-            detail: "claimed in the claims index but missing".into(),
-        })?;
-        let body = codec::decode_block(&rec.value).map_err(|detail| IpamError::Corrupt {
-            key: key.clone(),
-            detail,
-        })?;
-        // A node's summaries are written back whole, so load them before touching its block.
-        self.load_node(ipam, pool, &body.node)?;
+        let events = self.tail.as_mut().and_then(|t| t.take_block(pool, block));
+        let body = match self.txn.get(&key)? {
+            Some(rec) => {
+                Some(
+                    codec::decode_block(&rec.value).map_err(|detail| IpamError::Corrupt {
+                        key: key.clone(),
+                        detail,
+                    })?,
+                )
+            }
+            // Claimed after the last fold: its changes are all in the tail.
+            None if events.is_some() => None,
+            None => {
+                return Err(IpamError::Corrupt {
+                    key,
+                    detail: "claimed in the claims index but missing".into(),
+                });
+            }
+        };
         let shell = ipam
             .pool(pool)
             .and_then(|p| p.block_shell(block.base, self.now));
@@ -269,6 +341,14 @@ impl Loader<'_> {
             key: key.clone(),
             detail: "block is not in the claims index".into(),
         })?;
+        // A node's summaries are written back whole, so load them before touching its block.
+        let node = body
+            .as_ref()
+            .map_or(b.node(), |body| &body.node)
+            .to_string();
+        self.load_node(ipam, pool, &node)?;
+        let had_body = body.is_some();
+        let body = body.unwrap_or_default();
         for (offset, holder) in &body.held {
             let id = ipam.intern(holder);
             b.load_held(*offset, id)
@@ -284,8 +364,16 @@ impl Loader<'_> {
                     detail: format!("quarantined offset {offset} is {state:?}"),
                 })?;
         }
-        b.set_cursor(body.cursor);
-        b.set_empty_since(body.empty_since);
+        if had_body {
+            b.set_cursor(body.cursor);
+            b.set_empty_since(body.empty_since);
+        }
+        if let Some(events) = events {
+            replay(ipam, pool, &key, &mut b, block, &events)?;
+            if let Some(t) = &mut self.tail {
+                t.blocks.push((pool.to_string(), block.base));
+            }
+        }
         ipam.load_block(pool, b)?;
         Ok(())
     }
@@ -364,10 +452,26 @@ impl Loader<'_> {
         for p in &scope.pools {
             self.load_pool(ipam, p)?;
         }
+        if scope.replay {
+            if let Some(events) = log::read_tail(self.txn)? {
+                self.tail = Some(Tail::new(events, ipam));
+            }
+        } else if let Some((folded, last)) = log::watermark(self.txn)?
+            && last > folded
+        {
+            return Err(IpamError::Unfolded { folded, last });
+        }
         if scope.full {
             let names: Vec<String> = ipam.pools().map(|p| p.config().name.clone()).collect();
             for n in names {
                 self.load_all_blocks(ipam, &n)?;
+            }
+        }
+        if let Some(t) = &self.tail {
+            for (pool, base) in t.blocks.clone() {
+                if let Some(p) = ipam.pool_mut(&pool) {
+                    p.touch_block(base);
+                }
             }
         }
         if scope.all_handles {
@@ -381,12 +485,32 @@ impl Loader<'_> {
                     .txn
                     .list_page("handles/", after.as_deref(), HANDLE_PAGE)?;
                 for rec in &page {
-                    ipam.load_handle(parse_handle(&rec.key, &rec.value)?);
+                    let h = parse_handle(&rec.key, &rec.value)?;
+                    match &mut self.tail {
+                        Some(t) if t.has_handle(&h.key) => {
+                            let key = Arc::clone(&h.key);
+                            if let Some(h) = t.replay_handle(&key, Some(h)) {
+                                ipam.load_handle(h);
+                            }
+                            ipam.touch_handle(&key);
+                        }
+                        _ => ipam.load_handle(h),
+                    }
                 }
                 match page.last() {
                     Some(last) if page.len() == HANDLE_PAGE => after = Some(last.key.clone()),
                     _ => break,
                 }
+            }
+        }
+        if let Some(t) = &mut self.tail {
+            // Handles of the tail with no record yet, or whose record changed: rebuilt
+            // from the events and written by the next fold.
+            for key in t.other_handles() {
+                if let Some(h) = t.replay_handle(&key, None) {
+                    ipam.load_handle(h);
+                }
+                ipam.touch_handle(&key);
             }
         }
         for h in &scope.handles {
@@ -397,6 +521,10 @@ impl Loader<'_> {
 
     fn write_back(&mut self, ipam: &mut Ipam) -> Result<()> {
         let dirty = ipam.take_dirty();
+        self.write_changes(ipam, &dirty)
+    }
+
+    fn write_changes(&mut self, ipam: &Ipam, dirty: &Dirty) -> Result<()> {
         for name in &dirty.pool_configs {
             match ipam.pool(name) {
                 Some(p) => self.txn.put(&pool_key(name), json(p.config()))?,
@@ -549,6 +677,15 @@ impl<S: Store> IpamStore<S> {
         &self.store
     }
 
+    /// Refuses a store whose records lag behind kipamd's log (see [`crate::log`]) for a
+    /// read outside a full load. A store without a watermark costs one point read.
+    fn refuse_tail(&self) -> Result<()> {
+        match log::stored_watermark(&self.store)? {
+            Some((folded, last)) if last > folded => Err(IpamError::Unfolded { folded, last }),
+            _ => Ok(()),
+        }
+    }
+
     fn run<T>(
         &self,
         now: Millis,
@@ -560,6 +697,7 @@ impl<S: Store> IpamStore<S> {
                 txn,
                 now,
                 loaded: BTreeSet::new(),
+                tail: None,
             };
             let mut ipam = Ipam::new();
             loader.prepare(&mut ipam, scope)?;
@@ -726,6 +864,7 @@ impl<S: Store> IpamStore<S> {
 
     /// A handle record.
     pub fn handle(&self, key: &str) -> Result<Option<Handle>> {
+        self.refuse_tail()?;
         match self.store.get(&handle_key(key))? {
             Some(rec) => Ok(Some(parse(&rec.key, &rec.value)?)),
             None => Ok(None),
@@ -734,6 +873,7 @@ impl<S: Store> IpamStore<S> {
 
     /// Every handle whose key starts with `prefix` (e.g. a CNI network's `name/`).
     pub fn handles_with_prefix(&self, prefix: &str) -> Result<Vec<Handle>> {
+        self.refuse_tail()?;
         self.store
             .list(&format!("handles/{}", esc(prefix)))?
             .iter()
@@ -828,6 +968,7 @@ impl<S: Store> IpamStore<S> {
         let scope = Scope {
             full: true,
             all_handles: true,
+            replay: true,
             ..Scope::default()
         };
         // Moved out, not cloned: a clone doubled the peak memory and time of kipamd's
@@ -838,7 +979,10 @@ impl<S: Store> IpamStore<S> {
 
     /// Checks every invariant of the stored state; see [`IntegrityReport`].
     pub fn check_integrity(&self, now: Millis) -> Result<IntegrityReport> {
-        let ipam = self.load_all(now)?;
+        let mut ipam = self.load_all(now)?;
+        // Blocks rebuilt from kipamd's log tail: their nodes' summaries on disk are older
+        // than the bodies by design (the next fold writes them).
+        let rebuilt = ipam.take_dirty();
         let mut report = IntegrityReport::default();
         if let Err(e) = ipam.check() {
             report.problems.push(e);
@@ -869,7 +1013,16 @@ impl<S: Store> IpamStore<S> {
                     detail,
                 })?;
             let rest = &rec.key["nodes/".len()..];
-            let pool = unescape(rest.split('/').next().unwrap_or_default());
+            let mut parts = rest.splitn(2, '/');
+            let pool = unescape(parts.next().unwrap_or_default());
+            let node = unescape(parts.next().unwrap_or_default());
+            if rebuilt
+                .pools
+                .get(&pool)
+                .is_some_and(|d| d.nodes.contains(&node))
+            {
+                continue;
+            }
             let Some(p) = ipam.pool(&pool) else {
                 report
                     .problems
@@ -922,12 +1075,20 @@ impl IntegrityReport {
 /// same keys and encodings as every other operation. kipamd keeps one long-lived engine
 /// in memory and commits the changes of a whole batch of requests with this.
 pub fn write_dirty(txn: &mut dyn Txn, ipam: &mut Ipam) -> Result<()> {
+    let dirty = ipam.take_dirty();
+    write_changes(txn, ipam, &dirty)
+}
+
+/// Writes the records `dirty` names as `ipam` holds them now (kipamd, which takes the
+/// dirty set itself to write some records later than others; see [`crate::log`]).
+pub fn write_changes(txn: &mut dyn Txn, ipam: &Ipam, dirty: &Dirty) -> Result<()> {
     Loader {
         txn,
         now: 0,
         loaded: BTreeSet::new(),
+        tail: None,
     }
-    .write_back(ipam)
+    .write_changes(ipam, dirty)
 }
 
 #[cfg(test)]

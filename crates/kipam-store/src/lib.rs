@@ -25,6 +25,7 @@
 
 pub mod codec;
 pub mod ipam;
+pub mod log;
 pub mod memory;
 pub mod sqlite;
 pub mod store;

@@ -8,9 +8,7 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use common::TempDir;
-use kipam_core::{
-    AllocRequest, Error, Family, LeaseWant, ObjectKind, PoolConfig, ScopeNetwork, Source, Want,
-};
+use kipam_core::{AllocRequest, Error, Family, LeaseWant, ObjectKind, PoolConfig, ScopeNetwork};
 use kipam_store::{IpamError, IpamStore, MemStore, SqliteOptions, SqliteStore, Store};
 
 fn sqlite(dir: &TempDir) -> SqliteStore {
@@ -31,18 +29,7 @@ fn pool(name: &str, cidr: &str) -> PoolConfig {
 }
 
 fn req(handle: &str, node: &str, pools: &[&str]) -> AllocRequest {
-    AllocRequest {
-        handle: handle.into(),
-        node: node.into(),
-        attrs: BTreeMap::new(),
-        wants: pools
-            .iter()
-            .map(|p| Want {
-                source: Source::Pools(vec![p.to_string()]),
-                addr: None,
-            })
-            .collect(),
-    }
+    AllocRequest::from_pools(handle, node, pools)
 }
 
 fn assert_ok<S: Store>(ipam: &IpamStore<S>, now: u64) {

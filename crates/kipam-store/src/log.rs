@@ -1,0 +1,489 @@
+//! kipamd's event log as the record of recent changes, and the fold watermark.
+//!
+//! kipamd writes an event (`events/{seq}`) for every allocate, release and reclaim, in the
+//! commit that makes the change. The records such a change touches — the handle, the
+//! block body, the node summary — are the costly part of a commit: each lands on its own
+//! B-tree page (random handle keys split leaves all over the table), and every page written
+//! goes to the WAL and again to the main file. So kipamd writes them later than the change,
+//! in a **fold**: at most every second it takes the set of records changed since the last
+//! fold and writes them, a slice per commit so no commit stalls, each as the engine holds
+//! it *then*; when the last slice is written, the watermark [`FOLDED_KEY`] moves to the
+//! seq the set was taken at. A record changed many times between folds is written once.
+//!
+//! Every record therefore holds its state as of some moment at or after the watermark, and
+//! the events after it — the **tail** — say what happened since. A full load
+//! ([`crate::IpamStore::load_all`]) applies the tail, oldest first, to what it read. The
+//! application is idempotent, so it does not matter which of those moments a record holds:
+//! - allocate (handle, pool, address, node, attributes, time): the handle holds the address
+//!   (a handle that held nothing takes the event's node, attributes and time as new), and
+//!   the block gives the address to the handle, taking it from whoever the record shows
+//!   (the later events put that right) and moving the next-fit cursor past it;
+//! - release and reclaim: the handle no longer holds the address (a handle left with none
+//!   is deleted); the block frees it, quarantined for the pool's reuse delay from the
+//!   event's time, if the handle holds it there.
+//!
+//! The last event about an address or a handle decides its state, whatever the record held.
+//! A block claimed after the last fold has no body yet and starts empty. Records the load
+//! rebuilt come back marked changed, for the next fold.
+//!
+//! What keeps this exact (kipamd's writer keeps these rules; `crates/kipam-server/src/
+//! engine.rs`, `Writer::batch`):
+//! - every change of which addresses a handle or a block holds is an event in the same
+//!   commit (a quarantine entry that expires needs none: expiry follows from the time);
+//! - the claims index, pool configs, scope networks, the removal of a block's body, and the
+//!   summaries of a pool's changed nodes whenever its claims change are written in the
+//!   batch's own commit: the summaries on disk never name a block the claims do not, and a
+//!   full load recomputes the counts from the bodies;
+//! - a change of pool config and the expiry of old events happen only in a commit that
+//!   writes everything deferred and moves the watermark to its own last event, so the tail
+//!   never crosses either.
+//!
+//! A store without [`FOLDED_KEY`] has no tail: every other writer (the CNI plugin, kipamd
+//! before this log) writes each record with its change. An operation other than a full load
+//! refuses a store with a tail ([`crate::IpamError::Unfolded`]): it would read stale records.
+//! kipamd folds at start and when it stops cleanly, and leaves none.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use kipam_core::{Dirty, Handle, HeldAddr, HeldAddrs, Ipam, Millis, PoolDirty, Prefix};
+use serde::Deserialize;
+
+use crate::ipam::{IpamError, Result};
+use crate::store::{Record, Store, Txn};
+
+/// The key prefix of events: `events/{seq}`, seq zero-padded to 20 digits.
+pub const EVENTS_PREFIX: &str = "events/";
+
+/// The seq of the newest event, decimal text.
+pub const SEQ_KEY: &str = "meta/event-seq";
+
+/// The fold watermark, decimal text: block bodies and node summaries include every
+/// event up to this seq.
+pub const FOLDED_KEY: &str = "meta/folded";
+
+/// Events read per page when reading the tail.
+const PAGE: usize = 10_000;
+
+/// The key of event `seq`.
+pub fn event_key(seq: u64) -> String {
+    format!("{EVENTS_PREFIX}{seq:020}")
+}
+
+/// One address change of the tail.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TailEvent {
+    /// The event's seq.
+    pub seq: u64,
+    /// When it happened.
+    pub time: Millis,
+    /// Whether the handle took the address (else it gave it back: release, reclaim).
+    pub allocate: bool,
+    /// The pool.
+    pub pool: String,
+    /// The address.
+    pub addr: IpAddr,
+    /// The handle.
+    pub handle: String,
+    /// The handle's node.
+    pub node: String,
+    /// The handle's attributes.
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// The fields of an event record a load needs (kipamd writes more).
+#[derive(Deserialize)]
+struct Stored {
+    seq: u64,
+    time: Millis,
+    kind: String,
+    pool: String,
+    #[serde(default)]
+    address: Option<IpAddr>,
+    handle: String,
+    #[serde(default)]
+    node: Option<String>,
+    #[serde(default)]
+    attrs: BTreeMap<String, String>,
+}
+
+fn number(key: &str, rec: Option<Record>) -> Result<Option<u64>> {
+    let Some(rec) = rec else {
+        return Ok(None);
+    };
+    std::str::from_utf8(&rec.value)
+        .ok()
+        .and_then(|s| s.parse().ok())
+        .map(Some)
+        .ok_or_else(|| IpamError::Corrupt {
+            key: key.to_string(),
+            detail: "not a number".into(),
+        })
+}
+
+/// The watermark and the newest event's seq, when the store has a watermark.
+pub fn watermark(txn: &mut dyn Txn) -> Result<Option<(u64, u64)>> {
+    let Some(folded) = number(FOLDED_KEY, txn.get(FOLDED_KEY)?)? else {
+        return Ok(None);
+    };
+    let last = number(SEQ_KEY, txn.get(SEQ_KEY)?)?.unwrap_or(0);
+    Ok(Some((folded, last)))
+}
+
+/// [`watermark`], read outside a transaction.
+pub fn stored_watermark(store: &impl Store) -> Result<Option<(u64, u64)>> {
+    let Some(folded) = number(FOLDED_KEY, store.get(FOLDED_KEY)?)? else {
+        return Ok(None);
+    };
+    let last = number(SEQ_KEY, store.get(SEQ_KEY)?)?.unwrap_or(0);
+    Ok(Some((folded, last)))
+}
+
+/// The address events after the watermark, oldest first; `None` when the store has no
+/// watermark. Lease events change no block and are left out.
+pub fn read_tail(txn: &mut dyn Txn) -> Result<Option<Vec<TailEvent>>> {
+    let Some((folded, last)) = watermark(txn)? else {
+        return Ok(None);
+    };
+    let mut tail = Vec::new();
+    if last <= folded {
+        return Ok(Some(tail));
+    }
+    let mut after = event_key(folded);
+    loop {
+        let page = txn.list_page(EVENTS_PREFIX, Some(&after), PAGE)?;
+        for rec in &page {
+            let e: Stored = serde_json::from_slice(&rec.value).map_err(|e| IpamError::Corrupt {
+                key: rec.key.clone(),
+                detail: e.to_string(),
+            })?;
+            let allocate = match e.kind.as_str() {
+                "allocate" => true,
+                "release" | "reclaim" => false,
+                _ => continue,
+            };
+            let Some(addr) = e.address else {
+                return Err(IpamError::Corrupt {
+                    key: rec.key.clone(),
+                    detail: format!("{} event without an address", e.kind),
+                });
+            };
+            tail.push(TailEvent {
+                seq: e.seq,
+                time: e.time,
+                allocate,
+                pool: e.pool,
+                addr,
+                handle: e.handle,
+                node: e.node.unwrap_or_default(),
+                attrs: e.attrs,
+            });
+        }
+        match page.last() {
+            Some(last) if page.len() == PAGE => after = last.key.clone(),
+            _ => break,
+        }
+    }
+    Ok(Some(tail))
+}
+
+/// The tail grouped by block and by handle, for the loader. Events of pools or addresses
+/// the engine does not know are left out of the blocks: their pool was deleted, which only
+/// a folding commit does.
+#[derive(Debug, Default)]
+pub(crate) struct Tail {
+    by_block: HashMap<(String, u128), Vec<usize>>,
+    by_handle: BTreeMap<String, Vec<usize>>,
+    events: Vec<TailEvent>,
+    /// Blocks rebuilt from the tail, to mark changed once loaded.
+    pub(crate) blocks: Vec<(String, u128)>,
+}
+
+impl Tail {
+    pub(crate) fn new(events: Vec<TailEvent>, ipam: &Ipam) -> Tail {
+        let mut by_block: HashMap<(String, u128), Vec<usize>> = HashMap::new();
+        let mut by_handle: BTreeMap<String, Vec<usize>> = BTreeMap::new();
+        for (i, e) in events.iter().enumerate() {
+            by_handle.entry(e.handle.clone()).or_default().push(i);
+            let Some(p) = ipam.pool(&e.pool) else {
+                continue;
+            };
+            let v = kipam_core::prefix::addr_to_u128(e.addr);
+            if kipam_core::Family::of(e.addr) != p.prefix().family || !p.prefix().contains_value(v)
+            {
+                continue;
+            }
+            let block = p.block_of(e.addr);
+            by_block
+                .entry((e.pool.clone(), block.base))
+                .or_default()
+                .push(i);
+        }
+        Tail {
+            by_block,
+            by_handle,
+            events,
+            blocks: Vec::new(),
+        }
+    }
+
+    /// The events of one block, oldest first (taken: a block is loaded once).
+    pub(crate) fn take_block(&mut self, pool: &str, block: Prefix) -> Option<Vec<TailEvent>> {
+        let idx = self.by_block.remove(&(pool.to_string(), block.base))?;
+        Some(idx.iter().map(|&i| self.events[i].clone()).collect())
+    }
+
+    /// Whether the tail has events of a handle not replayed yet.
+    pub(crate) fn has_handle(&self, key: &str) -> bool {
+        self.by_handle.contains_key(key)
+    }
+
+    /// Applies a handle's events to its record as read (`None`: no record); `None` when
+    /// it ends up holding nothing. The events are taken. (Pool and node names are new
+    /// strings here; `Ipam::load_handle` swaps in the engine's interned ones.)
+    pub(crate) fn replay_handle(
+        &mut self,
+        key: &str,
+        mut handle: Option<Handle>,
+    ) -> Option<Handle> {
+        let Some(idx) = self.by_handle.remove(key) else {
+            return handle;
+        };
+        for i in idx {
+            let e = &self.events[i];
+            let pool: Arc<str> = Arc::from(e.pool.as_str());
+            match (&mut handle, e.allocate) {
+                (Some(h), true) if !h.addrs.is_empty() => {
+                    if !h.addrs.iter().any(|a| a.addr == e.addr && *a.pool == *pool) {
+                        h.addrs.push(HeldAddr { pool, addr: e.addr });
+                    }
+                }
+                (_, true) => {
+                    let mut addrs = HeldAddrs::new();
+                    addrs.push(HeldAddr { pool, addr: e.addr });
+                    handle = Some(Handle {
+                        key: Arc::from(key),
+                        node: Arc::from(e.node.as_str()),
+                        attrs: e.attrs.clone(),
+                        addrs,
+                        created: e.time,
+                    });
+                }
+                (Some(h), false) => {
+                    h.addrs.retain(|a| !(a.addr == e.addr && *a.pool == *pool));
+                }
+                (None, false) => {}
+            }
+            if handle.as_ref().is_some_and(|h| h.addrs.is_empty()) {
+                handle = None;
+            }
+        }
+        handle
+    }
+
+    /// The keys of handles whose events are not replayed yet (they have no record).
+    pub(crate) fn other_handles(&self) -> Vec<String> {
+        self.by_handle.keys().cloned().collect()
+    }
+}
+
+/// Splits a batch's changes into what its commit must write and what may wait for a fold
+/// (added to `deferred`), by the rules above: handle records, block bodies that still
+/// exist and node summaries wait; everything else is written now, and so are the
+/// summaries of every changed node (this batch's or deferred) of a pool whose claims
+/// changed, and all of a pool that is gone.
+pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
+    deferred.handles.extend(dirty.handles);
+    let mut now = Dirty {
+        pool_configs: dirty.pool_configs,
+        pools: BTreeMap::new(),
+        handles: BTreeSet::new(),
+        scope_networks: dirty.scope_networks,
+    };
+    for (name, d) in dirty.pools {
+        let Some(pool) = ipam.pool(&name) else {
+            now.pools.insert(name, d);
+            continue;
+        };
+        let later = deferred.pools.entry(name.clone()).or_default();
+        let mut here = PoolDirty {
+            claims: d.claims,
+            ..PoolDirty::default()
+        };
+        for base in d.blocks {
+            if pool.block(base).is_some() {
+                later.blocks.insert(base);
+            } else {
+                here.blocks.insert(base);
+            }
+        }
+        later.nodes.extend(d.nodes);
+        if d.claims {
+            here.nodes = std::mem::take(&mut later.nodes);
+        }
+        if later.is_empty() {
+            deferred.pools.remove(&name);
+        }
+        if !here.is_empty() {
+            now.pools.insert(name, here);
+        }
+    }
+    now
+}
+
+/// How many records `dirty` names.
+pub fn records(dirty: &Dirty) -> usize {
+    dirty.handles.len()
+        + dirty
+            .pools
+            .values()
+            .map(|d| d.blocks.len() + d.nodes.len())
+            .sum::<usize>()
+}
+
+/// Takes up to `n` of the records `dirty` names (handles first, then blocks and nodes),
+/// for one slice of a fold.
+pub fn take_some(dirty: &mut Dirty, n: usize) -> Dirty {
+    if records(dirty) <= n {
+        return std::mem::take(dirty);
+    }
+    let mut out = Dirty::default();
+    let mut left = n;
+    while left > 0 {
+        let Some(key) = dirty.handles.pop_first() else {
+            break;
+        };
+        out.handles.insert(key);
+        left -= 1;
+    }
+    while left > 0 {
+        let Some(mut entry) = dirty.pools.first_entry() else {
+            break;
+        };
+        let d = entry.get_mut();
+        let mut part = PoolDirty::default();
+        while left > 0 {
+            if let Some(b) = d.blocks.pop_first() {
+                part.blocks.insert(b);
+            } else if let Some(node) = d.nodes.pop_first() {
+                part.nodes.insert(node);
+            } else {
+                break;
+            }
+            left -= 1;
+        }
+        let emptied = d.is_empty();
+        let name = entry.key().clone();
+        if emptied {
+            entry.remove();
+        }
+        out.pools.insert(name, part);
+    }
+    out
+}
+
+/// A fold is written in slices of at least this many records, and at most this many
+/// slices (so a fold of a second's changes is done within a few dozen commits).
+const SLICE_MIN: usize = 64;
+const SLICES: usize = 64;
+
+/// Changed records waiting at which a fold starts without being asked.
+pub const FOLD_RECORDS: usize = 65_536;
+
+/// The writer's side of the rules above: which records each commit writes, and the
+/// watermark after it. One per writer; the caller says when a fold is due (it owns the
+/// clock) and tells it what committed.
+#[derive(Debug, Default)]
+pub struct Folder {
+    /// Changed since the running fold was taken.
+    deferred: Dirty,
+    /// What the running fold has still to write.
+    folding: Dirty,
+    /// Its slice size.
+    slice: usize,
+    /// The seq it was taken at: the watermark once it is written.
+    at: u64,
+    /// The watermark as stored.
+    folded: u64,
+}
+
+/// What one commit writes.
+#[derive(Debug)]
+pub struct Plan {
+    /// The records to write (as the engine holds them now).
+    pub changes: Dirty,
+    /// The watermark after the commit.
+    pub folded: u64,
+    /// Whether a fold started with this commit.
+    pub started: bool,
+}
+
+impl Folder {
+    /// A writer whose store holds watermark `folded` and nothing deferred.
+    pub fn new(folded: u64) -> Folder {
+        Folder {
+            folded,
+            ..Folder::default()
+        }
+    }
+
+    /// The watermark as stored.
+    pub fn folded(&self) -> u64 {
+        self.folded
+    }
+
+    /// Plans the commit of a batch whose changes are `dirty` and whose last event is
+    /// `seq`. `due`: the caller's period since the last fold has passed. `all`: write
+    /// everything (a change of pool config, the expiry of events, shutdown).
+    pub fn plan(&mut self, dirty: Dirty, ipam: &Ipam, seq: u64, due: bool, all: bool) -> Plan {
+        let mut changes = split(dirty, ipam, &mut self.deferred);
+        if all || !changes.pool_configs.is_empty() {
+            changes.merge(std::mem::take(&mut self.folding));
+            changes.merge(std::mem::take(&mut self.deferred));
+            return Plan {
+                changes,
+                folded: seq,
+                started: true,
+            };
+        }
+        let mut started = false;
+        if self.folding.is_empty()
+            && !self.deferred.is_empty()
+            && (due || records(&self.deferred) >= FOLD_RECORDS)
+        {
+            self.folding = std::mem::take(&mut self.deferred);
+            self.at = seq;
+            self.slice = (records(&self.folding) / SLICES).max(SLICE_MIN);
+            started = true;
+        }
+        let folded = if !self.folding.is_empty() {
+            changes.merge(take_some(&mut self.folding, self.slice));
+            if self.folding.is_empty() {
+                self.at
+            } else {
+                self.folded
+            }
+        } else if self.deferred.is_empty() {
+            seq
+        } else {
+            self.folded
+        };
+        Plan {
+            changes,
+            folded,
+            started,
+        }
+    }
+
+    /// The commit of the last plan succeeded: its watermark is the stored one now.
+    pub fn committed(&mut self, plan: &Plan) {
+        self.folded = plan.folded;
+    }
+
+    /// The commit of the last plan failed and the engine was reloaded from the store
+    /// (whose load replays the tail and marks what it rebuilt changed).
+    pub fn reset(&mut self) {
+        *self = Folder::new(self.folded);
+    }
+}
