@@ -379,6 +379,14 @@ const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// The WAL file kept on disk when SQLite starts it over after a complete checkpoint.
 const WAL_SIZE_LIMIT: u64 = 64 << 20;
 
+/// WAL frames at which, once the checkpoint thread has copied them all, the writer starts
+/// the WAL over (`Checkpoint::Restart`). Under steady load a checkpoint never finds the
+/// WAL complete, so without this it grows until [`WAL_TRIM_FRAMES`] and is truncated:
+/// every commit then appended to the file, and a sync of a growing file costs twice that
+/// of one written in place (0.27 vs 0.14 ms here). Restarted every few checkpoints, the
+/// file stays at the size it reached and is written over.
+const RESTART_FRAMES: u64 = 4096;
+
 fn seq_key(seq: u64) -> String {
     log::event_key(seq)
 }
@@ -875,24 +883,34 @@ impl Syncer {
 struct Checkpoints {
     nudge: std::sync::mpsc::SyncSender<()>,
     thread: std::thread::JoinHandle<()>,
+    /// Set when a checkpoint copied the whole WAL as it was: the writer then starts it
+    /// over (see [`RESTART_FRAMES`]).
+    restart_due: Arc<AtomicBool>,
 }
 
 impl Checkpoints {
     fn start(store: SqliteStore, dir: &Path) -> Result<Checkpoints, StoreError> {
         use std::sync::mpsc::RecvTimeoutError;
         let (nudge, rx) = std::sync::mpsc::sync_channel::<()>(1);
+        let restart_due = Arc::new(AtomicBool::new(false));
+        let due = restart_due.clone();
         let thread = std::thread::Builder::new()
             .name("kipam-checkpoint".into())
             .spawn(move || {
                 while rx.recv().is_ok() {
                     let started = Instant::now();
                     match store.checkpoint(Checkpoint::Passive) {
-                        Ok(s) => tracing::debug!(
-                            wal_frames = s.wal_frames,
-                            copied = s.copied_frames,
-                            took_ms = started.elapsed().as_millis() as u64,
-                            "checkpoint"
-                        ),
+                        Ok(s) => {
+                            tracing::debug!(
+                                wal_frames = s.wal_frames,
+                                copied = s.copied_frames,
+                                took_ms = started.elapsed().as_millis() as u64,
+                                "checkpoint"
+                            );
+                            if s.wal_frames >= RESTART_FRAMES && s.copied_frames == s.wal_frames {
+                                due.store(true, Ordering::Relaxed);
+                            }
+                        }
                         // Nothing is lost: the frames stay in the WAL, and the writer
                         // checkpoints itself should the WAL keep growing.
                         Err(e) => tracing::warn!(error = %e, "background checkpoint failed"),
@@ -913,7 +931,22 @@ impl Checkpoints {
                 path: dir.to_path_buf(),
                 source: e,
             })?;
-        Ok(Checkpoints { nudge, thread })
+        Ok(Checkpoints {
+            nudge,
+            thread,
+            restart_due,
+        })
+    }
+
+    /// After a commit, on the writer's thread: when the last checkpoint copied the whole
+    /// WAL, start it over. Only what was committed since that checkpoint is left to copy,
+    /// so this takes a few milliseconds; a busy reader makes it give up until the next.
+    fn restart_if_due(&self, store: &SqliteStore) {
+        if self.restart_due.swap(false, Ordering::Relaxed)
+            && let Err(e) = store.checkpoint(Checkpoint::Restart)
+        {
+            tracing::warn!(error = %e, "restarting the WAL failed; it grows until trimmed");
+        }
     }
 
     /// Asks for a checkpoint soon (a no-op when one is already asked for).
@@ -1547,6 +1580,9 @@ impl Writer {
             None => batch.applied.into_iter().for_each(|a| {
                 let _ = a.reply.send(a.result);
             }),
+        }
+        if committed_ok && let Some(c) = &self.checkpoints {
+            c.restart_if_due(self.store.store());
         }
     }
 

@@ -124,6 +124,11 @@ pub enum Checkpoint {
     Passive,
     /// Copy everything and truncate the WAL to zero bytes, or give up when busy.
     Truncate,
+    /// Copy everything so the next commit starts the WAL over from its beginning, writing
+    /// over the file instead of growing it (a sync of pages written in place is about half
+    /// the cost of one that grows the file), or give up when busy. The file keeps its
+    /// size up to `journal_size_limit`.
+    Restart,
 }
 
 /// What a checkpoint did (SQLite's `wal_checkpoint` row).
@@ -288,6 +293,7 @@ impl SqliteStore {
         let sql = match mode {
             Checkpoint::Passive => "PRAGMA wal_checkpoint(PASSIVE)",
             Checkpoint::Truncate => "PRAGMA wal_checkpoint(TRUNCATE)",
+            Checkpoint::Restart => "PRAGMA wal_checkpoint(RESTART)",
         };
         let waited = conn.busy_timeout(Duration::ZERO);
         let stats = conn.query_row(sql, [], |row| {
