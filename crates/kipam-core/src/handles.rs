@@ -7,9 +7,10 @@
 //! - `slots`, at `id - 1`: the handle's record itself ([`Handle`], addresses inline), an
 //!   interned key without a loaded record (a holder named by a loaded block), or a retired
 //!   key (see below). The key is stored once, in the slot.
-//! - `index`: a hash table of ids only (4 bytes per entry), hashed by key, whose equality
-//!   looks at the slot's key. A request's key is hashed once and that hash serves the
-//!   lookup, the insertion and the removal.
+//! - `index` ([`crate::keyindex`]): 8-byte entries of an id and 32 bits of its key's
+//!   hash, in one open-addressing array; a candidate's key is compared through its slot.
+//!   A request's key is hashed once and that hash serves the lookup, the insertion and the
+//!   removal.
 //! - Dirty ids: a bit per id and the list of ids whose bit is set, so noting a change costs
 //!   no hashing. A handle that goes away while dirty keeps its key and id as *retired* until
 //!   [`HandleTable::take_dirty`] reports its removal: the dirty set stays bounded by the
@@ -25,10 +26,10 @@ use std::net::IpAddr;
 use std::ops::{Deref, DerefMut};
 use std::sync::Arc;
 
-use hashbrown::HashTable;
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
 use crate::block::{HandleId, Millis};
+use crate::keyindex::KeyIndex;
 
 /// An address held by a handle.
 #[derive(Clone, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -301,7 +302,7 @@ impl Slot {
 /// Interned handle keys and their records (see the module doc).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct HandleTable {
-    index: HashTable<HandleId>,
+    index: KeyIndex,
     hasher: foldhash::fast::RandomState,
     slots: Vec<Slot>,
     free: Vec<HandleId>,
@@ -323,14 +324,12 @@ impl HandleTable {
     /// The id of `key` (interned, loaded or retired).
     pub(crate) fn find(&self, hash: u64, key: &str) -> Option<HandleId> {
         let slots = &self.slots;
-        self.index
-            .find(hash, |&id| {
-                slots
-                    .get(at(id))
-                    .and_then(Slot::key)
-                    .is_some_and(|k| **k == *key)
-            })
-            .copied()
+        self.index.find(hash, |id| {
+            slots
+                .get(at(id))
+                .and_then(Slot::key)
+                .is_some_and(|k| **k == *key)
+        })
     }
 
     /// Interns a key that [`Self::find`] did not find.
@@ -348,13 +347,7 @@ impl HandleTable {
                 self.slots.len() as HandleId
             }
         };
-        let (slots, hasher) = (&self.slots, &self.hasher);
-        self.index.insert_unique(hash, id, |&id| {
-            slots
-                .get(at(id))
-                .and_then(Slot::key)
-                .map_or(0, |k| hasher.hash_one(&**k))
-        });
+        self.index.insert(hash, id);
         id
     }
 
@@ -460,12 +453,7 @@ impl HandleTable {
 
     /// Takes a free slot's id out of the index and puts it on the free list.
     fn release_id(&mut self, id: HandleId, key: &str) {
-        if let Ok(entry) = self
-            .index
-            .find_entry(self.hasher.hash_one(key), |&x| x == id)
-        {
-            entry.remove();
-        }
+        self.index.remove(self.hasher.hash_one(key), id);
         self.free.push(id);
     }
 

@@ -27,6 +27,7 @@ pub mod error;
 pub mod forecast;
 pub mod handles;
 pub mod ipam;
+mod keyindex;
 pub mod overlap;
 pub mod planner;
 pub mod pool;
