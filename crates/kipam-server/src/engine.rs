@@ -287,6 +287,9 @@ pub struct Stats {
     pub mutations: AtomicU64,
     /// Batches that failed to commit.
     pub failed_commits: AtomicU64,
+    /// Events whose changes only the log holds yet (after the fold watermark): what a
+    /// start after a crash would replay.
+    pub unfolded_events: AtomicU64,
 }
 
 struct Job {
@@ -1025,8 +1028,12 @@ impl Writer {
         }
     }
 
-    /// Writes what waits for a fold, so the next start replays nothing.
+    /// Writes what waits for a fold, so the next start replays nothing. Not after a failed
+    /// WAL sync: what is on disk is unknown, and the next start reads it as it is.
     fn fold_at_shutdown(&mut self) {
+        if self.shared.sync_failed.load(Ordering::Relaxed) {
+            return;
+        }
         let shared = self.shared.clone();
         let mut ipam = lock(&shared.ipam);
         let dirty = ipam.take_dirty();
@@ -1517,6 +1524,10 @@ impl Writer {
             match committed {
                 Ok(()) => {
                     self.folder.committed(&plan);
+                    self.shared
+                        .stats
+                        .unfolded_events
+                        .store(seq.saturating_sub(plan.folded), Ordering::Relaxed);
                     // Counted and answered by the sync thread once durable.
                     if let Some(c) = &self.checkpoints {
                         c.nudge();

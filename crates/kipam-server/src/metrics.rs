@@ -20,7 +20,7 @@
 //! the forecasts after each housekeeping run ([`crate::forecasts`]).
 
 use std::sync::Mutex;
-use std::sync::atomic::AtomicU64;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Duration;
 
 use prometheus_client::encoding::EncodeLabelSet;
@@ -75,6 +75,7 @@ pub struct Metrics {
     commit_duration: Histogram,
     sync_duration: Histogram,
     wal_bytes: Gauge,
+    unfolded: Gauge,
     batch_size: Histogram,
     reclaimed: Counter,
     mutations: Family<KindResult, Counter>,
@@ -139,8 +140,14 @@ impl Metrics {
         let wal_bytes = Gauge::default();
         registry.register(
             "kipam_store_wal_bytes",
-            "Size of the store's write-ahead log file (the writer truncates it at 256 MiB)",
+            "Size of the store's write-ahead log file (started over in place; truncated at 256 MiB)",
             wal_bytes.clone(),
+        );
+        let unfolded = Gauge::default();
+        registry.register(
+            "kipam_store_unfolded_events",
+            "Events after the fold watermark: changes only the event log holds yet",
+            unfolded.clone(),
         );
         let batch_size = Histogram::new(exponential_buckets(1.0, 2.0, 11));
         registry.register(
@@ -183,6 +190,7 @@ impl Metrics {
             commit_duration,
             sync_duration,
             wal_bytes,
+            unfolded,
             batch_size,
             reclaimed,
             mutations,
@@ -227,6 +235,9 @@ impl Metrics {
                 .and_then(|b| i64::try_from(b).ok())
                 .unwrap_or(0),
         );
+        self.unfolded.set(engine.map_or(0, |e| {
+            i64::try_from(e.stats().unfolded_events.load(Ordering::Relaxed)).unwrap_or(i64::MAX)
+        }));
         if let Some(engine) = engine {
             engine.read(|ipam| {
                 for p in ipam.pools() {

@@ -832,6 +832,7 @@ fn metrics_parse_and_have_the_names() {
         "kipam_store_commit_duration_seconds_bucket",
         "kipam_store_sync_duration_seconds_bucket",
         "kipam_store_wal_bytes",
+        "kipam_store_unfolded_events",
         "kipam_commit_batch_size_bucket",
         "kipam_reclaimed_total",
     ] {
