@@ -82,6 +82,9 @@ pub struct EngineOptions {
     pub gc_grace: Duration,
     /// How long `open` waits for the store's lock.
     pub busy_timeout: Duration,
+    /// How often the writer starts a fold of the records changed since the last one
+    /// (`kipam_store::log`); also how long, about, changes stay only in the event log.
+    pub fold_every: Duration,
 }
 
 impl Default for EngineOptions {
@@ -92,6 +95,7 @@ impl Default for EngineOptions {
             sample_retention: Duration::from_secs(90 * 24 * 3600),
             gc_grace: Duration::from_secs(60),
             busy_timeout: Duration::from_secs(10),
+            fold_every: FOLD_EVERY,
         }
     }
 }
@@ -364,8 +368,11 @@ const SEQ_KEY: &str = log::SEQ_KEY;
 /// How often the writer starts a fold (see `kipam_store::log`): the records changed since
 /// the last one are written once each, in slices over the next batches, instead of once per
 /// batch that changes them. Bounds the events a start after a crash replays (about two
-/// periods' worth).
-const FOLD_EVERY: Duration = Duration::from_secs(1);
+/// periods' worth). The default of [`EngineOptions::fold_every`].
+pub const FOLD_EVERY: Duration = Duration::from_secs(1);
+
+/// When no request comes, the pause between two slices of a fold the writer writes alone.
+const IDLE_SLICE_PAUSE: Duration = Duration::from_millis(5);
 
 /// WAL frames (4 KiB pages) at which the writer checkpoints the WAL itself, pausing its
 /// commits: reached only when the checkpoint thread falls behind. Copying the WAL into
@@ -845,7 +852,11 @@ impl Syncer {
                                     shared.stats.failed_commits.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
-                            if let Some(o) = &observer {
+                            // (A commit of nothing but a fold slice, by an idle writer,
+                            // is no batch of requests.)
+                            if let Some(o) = &observer
+                                && !c.applied.is_empty()
+                            {
                                 o.commit(c.applied.len(), c.started.elapsed(), synced.is_ok());
                             }
                         }
@@ -1005,7 +1016,37 @@ fn mutation_kind(m: &Mutation) -> (&'static str, Option<String>) {
 
 impl Writer {
     fn run(mut self, mut rx: mpsc::Receiver<Job>) {
-        while let Some(first) = rx.blocking_recv() {
+        // Waits for a request, with a deadline while changed records wait for a fold: an
+        // idle writer writes them too, so the log's tail empties when the load stops.
+        let timer = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .map_err(|e| tracing::warn!(error = %e, "no timer for idle folds; they wait for the next request"))
+            .ok();
+        loop {
+            let first = match &timer {
+                Some(rt) if self.folder.pending() => {
+                    let wait = if self.folder.folding() {
+                        IDLE_SLICE_PAUSE
+                    } else {
+                        self.opts
+                            .fold_every
+                            .saturating_sub(self.last_fold.elapsed())
+                            .max(IDLE_SLICE_PAUSE)
+                    };
+                    // The timer is made inside `block_on`, in the runtime's context.
+                    match rt.block_on(async { tokio::time::timeout(wait, rx.recv()).await }) {
+                        Ok(job) => job,
+                        Err(_) => {
+                            // No request meanwhile: a commit of nothing but the fold.
+                            self.batch(Vec::new());
+                            continue;
+                        }
+                    }
+                }
+                _ => rx.blocking_recv(),
+            };
+            let Some(first) = first else { break };
             let mut jobs = vec![first];
             while jobs.len() < self.opts.batch_max {
                 match rx.try_recv() {
@@ -1461,7 +1502,7 @@ impl Writer {
             // Handle records, block bodies and node summaries are written by folds
             // (`kipam_store::log`); housekeeping, which expires events, writes everything.
             let dirty = ipam.take_dirty();
-            let due = self.last_fold.elapsed() >= FOLD_EVERY;
+            let due = self.last_fold.elapsed() >= self.opts.fold_every;
             let plan = self.folder.plan(dirty, &ipam, seq, due, housekeeping);
             if plan.started {
                 self.last_fold = Instant::now();

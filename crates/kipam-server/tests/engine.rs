@@ -550,3 +550,62 @@ async fn history_is_indexed_in_chunks_survives_restarts_and_expires() {
     assert!(store_keys(&dir, "history/").is_empty());
     e.shutdown();
 }
+
+/// Handle records and block bodies are written by folds (`kipam_store::log`); when the
+/// load stops, the writer folds on its own, so the records on disk catch up with the log
+/// and other readers of the store can use it again.
+#[tokio::test]
+async fn an_idle_writer_folds_what_waits_in_the_log() {
+    let dir = TempDir::new("idle-fold");
+    let (c, _) = clock();
+    let opts = EngineOptions {
+        fold_every: std::time::Duration::from_millis(100),
+        ..EngineOptions::default()
+    };
+    let e = Engine::open(&dir.0, opts, c.clone(), None).unwrap();
+    pool(&e, "pods", "10.86.0.0/16").await;
+    let mut held = BTreeMap::new();
+    for i in 0..300 {
+        let h = format!("net/idle-{i}/eth0");
+        let got = addrs(
+            e.apply(alloc(&h, &format!("n{}", i % 3), &["pods"]))
+                .await
+                .unwrap(),
+        );
+        held.insert(h, got[0]);
+    }
+    for i in (0..300).step_by(2) {
+        let h = format!("net/idle-{i}/eth0");
+        e.apply(Mutation::Release { handle: h.clone() })
+            .await
+            .unwrap();
+        held.remove(&h);
+    }
+    // No more requests: the writer writes the fold by itself.
+    let reader = kipam_store::IpamStore::new(
+        kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap(),
+    );
+    let started = std::time::Instant::now();
+    while e.stats().unfolded_events.load(Ordering::Relaxed) > 0 {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(20),
+            "the log's tail never emptied"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for i in 0..300 {
+        let h = format!("net/idle-{i}/eth0");
+        let on_disk = reader.handle(&h).unwrap();
+        match held.get(&h) {
+            Some(a) => assert_eq!(
+                on_disk.map(|r| r.addrs[0].addr),
+                Some(*a),
+                "{h} on disk after the fold"
+            ),
+            None => assert!(on_disk.is_none(), "{h} was released: {on_disk:?}"),
+        }
+    }
+    let report = reader.check_integrity(c()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    assert_eq!(report.handles as usize, held.len());
+}

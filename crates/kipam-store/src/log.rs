@@ -433,6 +433,16 @@ impl Folder {
         self.folded
     }
 
+    /// Whether changed records wait for a fold (started or not).
+    pub fn pending(&self) -> bool {
+        !self.deferred.is_empty() || !self.folding.is_empty()
+    }
+
+    /// Whether a fold is being written (a slice goes with each commit).
+    pub fn folding(&self) -> bool {
+        !self.folding.is_empty()
+    }
+
     /// Plans the commit of a batch whose changes are `dirty` and whose last event is
     /// `seq`. `due`: the caller's period since the last fold has passed. `all`: write
     /// everything (a change of pool config, the expiry of events, shutdown).
