@@ -467,8 +467,8 @@ impl Loader<'_> {
                 self.load_all_blocks(ipam, &n)?;
             }
         }
-        if let Some(t) = &self.tail {
-            for (pool, base) in t.blocks.clone() {
+        if let Some(t) = &mut self.tail {
+            for (pool, base) in std::mem::take(&mut t.blocks) {
                 if let Some(p) = ipam.pool_mut(&pool) {
                     p.touch_block(base);
                 }
