@@ -407,6 +407,21 @@ fn history_key(addr: IpAddr, seq: u64) -> String {
     format!("history/{addr}/{seq:020}")
 }
 
+/// Writes `changes` as `ipam` holds them and the fold watermark `folded`, in one commit
+/// (outside the writer's batches: at start and at shutdown).
+fn write_fold(
+    store: &SqliteStore,
+    ipam: &Ipam,
+    changes: &kipam_core::Dirty,
+    folded: u64,
+) -> Result<(), EngineError> {
+    kipam_store::transact(store, |txn| -> Result<(), EngineError> {
+        write_changes(txn, ipam, changes)?;
+        txn.put(log::FOLDED_KEY, folded.to_string().into_bytes())?;
+        Ok(())
+    })
+}
+
 fn corrupt(key: &str, detail: impl ToString) -> EngineError {
     EngineError::Ipam(IpamError::Corrupt {
         key: key.to_string(),
@@ -552,11 +567,7 @@ impl Engine {
         // Blocks rebuilt from the log's tail (a crash), or a store from before the log:
         // fold now, so the tail starts empty.
         let rebuilt = ipam.take_dirty();
-        kipam_store::transact(ipam_store.store(), |txn| -> Result<(), EngineError> {
-            write_changes(txn, &ipam, &rebuilt)?;
-            txn.put(log::FOLDED_KEY, seq.to_string().into_bytes())?;
-            Ok(())
-        })?;
+        write_fold(ipam_store.store(), &ipam, &rebuilt, seq)?;
         let shared = Arc::new(Shared {
             ipam: Mutex::new(ipam),
             history: Mutex::new(history),
@@ -1082,12 +1093,7 @@ impl Writer {
         if plan.changes.is_empty() && self.folder.folded() == plan.folded {
             return;
         }
-        let done = kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
-            write_changes(txn, &ipam, &plan.changes)?;
-            txn.put(log::FOLDED_KEY, plan.folded.to_string().into_bytes())?;
-            Ok(())
-        });
-        if let Err(e) = done {
+        if let Err(e) = write_fold(self.store.store(), &ipam, &plan.changes, plan.folded) {
             tracing::warn!(error = %e, "fold at shutdown failed; the next start replays the log's tail");
         }
     }

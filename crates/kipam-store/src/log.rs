@@ -51,7 +51,7 @@ use kipam_core::{Dirty, Handle, HeldAddr, HeldAddrs, Ipam, Millis, PoolDirty, Pr
 use serde::Deserialize;
 
 use crate::ipam::{IpamError, Result};
-use crate::store::{Record, Store, Txn};
+use crate::store::{Record, Store, StoreError, Txn};
 
 /// The key prefix of events: `events/{seq}`, seq zero-padded to 20 digits.
 pub const EVENTS_PREFIX: &str = "events/";
@@ -122,22 +122,26 @@ fn number(key: &str, rec: Option<Record>) -> Result<Option<u64>> {
         })
 }
 
-/// The watermark and the newest event's seq, when the store has a watermark.
-pub fn watermark(txn: &mut dyn Txn) -> Result<Option<(u64, u64)>> {
-    let Some(folded) = number(FOLDED_KEY, txn.get(FOLDED_KEY)?)? else {
+/// The watermark and the newest event's seq, when the store has a watermark, read
+/// through `get` (a transaction's or a store's).
+fn watermark_with(
+    mut get: impl FnMut(&str) -> std::result::Result<Option<Record>, StoreError>,
+) -> Result<Option<(u64, u64)>> {
+    let Some(folded) = number(FOLDED_KEY, get(FOLDED_KEY)?)? else {
         return Ok(None);
     };
-    let last = number(SEQ_KEY, txn.get(SEQ_KEY)?)?.unwrap_or(0);
+    let last = number(SEQ_KEY, get(SEQ_KEY)?)?.unwrap_or(0);
     Ok(Some((folded, last)))
+}
+
+/// The watermark and the newest event's seq, when the store has a watermark.
+pub fn watermark(txn: &mut dyn Txn) -> Result<Option<(u64, u64)>> {
+    watermark_with(|key| txn.get(key))
 }
 
 /// [`watermark`], read outside a transaction.
 pub fn stored_watermark(store: &impl Store) -> Result<Option<(u64, u64)>> {
-    let Some(folded) = number(FOLDED_KEY, store.get(FOLDED_KEY)?)? else {
-        return Ok(None);
-    };
-    let last = number(SEQ_KEY, store.get(SEQ_KEY)?)?.unwrap_or(0);
-    Ok(Some((folded, last)))
+    watermark_with(|key| store.get(key))
 }
 
 /// The address events after the watermark, oldest first; `None` when the store has no
