@@ -4,9 +4,9 @@
 //! (released less than the pool's reuse delay ago) or reserved (network, broadcast, gateway,
 //! excluded). A `busy` bitmap (held | quarantined | reserved) makes finding a free address a
 //! scan of 64-bit words from a next-fit cursor, so a just-freed address is the last one the
-//! cursor comes back to. The busy, reserved and quarantined bitmaps share one allocation
-//! (one cache line for a /26), as an operation reads more than one of them. Quarantine is a queue in release order; with one reuse delay per
-//! pool and a clock that only moves forward, release order is expiry order, so expired
+//! cursor comes back to. The owner array and the busy, reserved and quarantined bitmaps
+//! sit inside the block for blocks of up to 64 addresses (see [`Cells`]). Quarantine is a
+//! queue in release order; with one reuse delay per pool and a clock that only moves forward, release order is expiry order, so expired
 //! entries leave from the front in amortised O(1).
 //!
 //! A block never reads a clock and never sees its pool: the pool passes the time and says
@@ -65,15 +65,41 @@ impl BlockSummary {
     }
 }
 
+/// Addresses per block kept inline in the block (the /26 and /122 defaults).
+const INLINE: usize = 64;
+
+/// A block's owner array and its three bitmaps (`busy`, `reserved` and `quar`
+/// (quarantined), each `size / 64` words, at least one).
+///
+/// Up to [`INLINE`] addresses they sit inside the block itself, beside its counters: the
+/// pool keeps its blocks in a hash map by value, so finding a block's entry also finds the
+/// owner of each of its addresses, with no pointer to follow to another allocation. At a
+/// million held addresses the blocks an operation touches are rarely in cache, and a
+/// pointer chase is one more memory latency paid in series (docs/BENCHMARKS.md).
+#[derive(Clone, Debug)]
+#[expect(
+    clippy::large_enum_variant,
+    reason = "inline is the point: boxing the large variant brings back the pointer chase"
+)]
+enum Cells {
+    Inline {
+        owners: [HandleId; INLINE],
+        bits: [u64; 3],
+    },
+    Heap {
+        owners: Box<[HandleId]>,
+        bits: Box<[u64]>,
+    },
+}
+
 /// One block's addresses.
 #[derive(Clone, Debug)]
 pub struct Block {
     prefix: Prefix,
     node: String,
-    owners: Vec<HandleId>,
-    /// Three bitmaps in one allocation (one cache line for a /26): `busy`, `reserved` and
-    /// `quar` (quarantined), each `size / 64` words (at least one).
-    bits: Vec<u64>,
+    /// Number of addresses.
+    size: u32,
+    cells: Cells,
     quarantine: VecDeque<(u32, Millis)>,
     cursor: u32,
     held: u32,
@@ -103,16 +129,44 @@ impl Block {
     pub const MAX_HOST_BITS: u8 = 16;
 
     fn words(&self) -> usize {
-        self.bits.len() / 3
+        self.size.div_ceil(64) as usize
+    }
+
+    fn owners(&self) -> &[HandleId] {
+        match &self.cells {
+            Cells::Inline { owners, .. } => &owners[..self.size as usize],
+            Cells::Heap { owners, .. } => owners,
+        }
+    }
+
+    fn owners_mut(&mut self) -> &mut [HandleId] {
+        match &mut self.cells {
+            Cells::Inline { owners, .. } => &mut owners[..self.size as usize],
+            Cells::Heap { owners, .. } => owners,
+        }
+    }
+
+    fn bits(&self) -> &[u64] {
+        match &self.cells {
+            Cells::Inline { bits, .. } => bits,
+            Cells::Heap { bits, .. } => bits,
+        }
+    }
+
+    fn bits_mut(&mut self) -> &mut [u64] {
+        match &mut self.cells {
+            Cells::Inline { bits, .. } => bits,
+            Cells::Heap { bits, .. } => bits,
+        }
     }
 
     fn bit(&self, plane: Plane, i: u32) -> bool {
-        self.bits[plane as usize * self.words() + (i / 64) as usize] & (1 << (i % 64)) != 0
+        self.bits()[plane as usize * self.words() + (i / 64) as usize] & (1 << (i % 64)) != 0
     }
 
     fn set(&mut self, plane: Plane, i: u32, on: bool) {
         let at = plane as usize * self.words() + (i / 64) as usize;
-        let w = &mut self.bits[at];
+        let w = &mut self.bits_mut()[at];
         if on {
             *w |= 1 << (i % 64);
         } else {
@@ -126,11 +180,22 @@ impl Block {
     pub fn new(prefix: Prefix, node: &str, now: Millis, reserved: impl Fn(u32) -> bool) -> Block {
         let size = 1u32 << prefix.host_bits().min(Self::MAX_HOST_BITS);
         let words = size.div_ceil(64) as usize;
+        let cells = if size as usize <= INLINE {
+            Cells::Inline {
+                owners: [0; INLINE],
+                bits: [0; 3],
+            }
+        } else {
+            Cells::Heap {
+                owners: vec![0; size as usize].into_boxed_slice(),
+                bits: vec![0; 3 * words].into_boxed_slice(),
+            }
+        };
         let mut b = Block {
             prefix,
             node: node.to_string(),
-            owners: vec![0; size as usize],
-            bits: vec![0; 3 * words],
+            size,
+            cells,
             quarantine: VecDeque::new(),
             cursor: 0,
             held: 0,
@@ -142,7 +207,7 @@ impl Block {
         };
         // Bits past the end of a block smaller than a word stay busy forever.
         if size < 64 {
-            b.bits[0] = !0u64 << size;
+            b.bits_mut()[0] = !0u64 << size;
         }
         b.set_reserved(reserved);
         b
@@ -180,7 +245,7 @@ impl Block {
 
     /// Number of addresses.
     pub fn size(&self) -> u32 {
-        self.owners.len() as u32
+        self.size
     }
 
     /// The next-fit cursor (persisted so restarts keep the reuse order).
@@ -205,7 +270,7 @@ impl Block {
 
     /// The state of the address at `offset` (which must be `< size`).
     pub fn state(&self, offset: u32) -> AddrState {
-        let owner = self.owners[offset as usize];
+        let owner = self.owners()[offset as usize];
         if owner != 0 {
             AddrState::Held(owner)
         } else if self.bit(Quar, offset) {
@@ -228,7 +293,7 @@ impl Block {
 
     /// Held addresses: `(offset, handle)` in offset order.
     pub fn held(&self) -> impl Iterator<Item = (u32, HandleId)> + '_ {
-        self.owners
+        self.owners()
             .iter()
             .enumerate()
             .filter(|(_, h)| **h != 0)
@@ -268,7 +333,7 @@ impl Block {
     }
 
     fn hold(&mut self, offset: u32, handle: HandleId) {
-        self.owners[offset as usize] = handle;
+        self.owners_mut()[offset as usize] = handle;
         self.set(Busy, offset, true);
         self.held += 1;
         self.empty_since = None;
@@ -286,7 +351,7 @@ impl Block {
 
     fn next_free(&self) -> Option<u32> {
         let words = self.words();
-        let busy = &self.bits[..words];
+        let busy = &self.bits()[..words];
         let start = self.cursor as usize;
         let (w0, b0) = (start / 64, start % 64);
         // First the rest of the cursor's word, then the following words, then wrap around.
@@ -339,11 +404,11 @@ impl Block {
     /// else it is free at once (or reserved, if the pool has since excluded it). Returns
     /// the handle that held it, or `None` if it was not held.
     pub fn release(&mut self, offset: u32, now: Millis, until: Millis) -> Option<HandleId> {
-        let owner = self.owners[offset as usize];
+        let owner = self.owners()[offset as usize];
         if owner == 0 {
             return None;
         }
-        self.owners[offset as usize] = 0;
+        self.owners_mut()[offset as usize] = 0;
         self.held -= 1;
         if until > now {
             self.quarantine.push_back((offset, until));
@@ -368,10 +433,10 @@ impl Block {
         was_quarantined: Option<Millis>,
         empty_since: Option<Millis>,
     ) {
-        if self.owners[offset as usize] == 0 {
+        if self.owners()[offset as usize] == 0 {
             return;
         }
-        self.owners[offset as usize] = 0;
+        self.owners_mut()[offset as usize] = 0;
         self.held -= 1;
         match was_quarantined {
             Some(until) => {
@@ -524,6 +589,46 @@ mod tests {
         assert_eq!(b.summary(), before.summary());
         assert_eq!(b.cursor(), before.cursor());
         b.check().expect("consistent");
+    }
+
+    /// Blocks of up to 64 addresses keep their cells inline, larger ones on the heap:
+    /// both behave alike, across words and through the cursor's wrap-around.
+    #[test]
+    fn inline_and_heap_cells_agree() {
+        for (cidr, size) in [
+            ("10.0.0.0/29", 8),
+            ("10.0.0.0/26", 64),
+            ("10.0.0.0/24", 256),
+        ] {
+            let mut b = block(cidr, &[0]);
+            assert_eq!(b.size(), size);
+            let mut held = Vec::new();
+            for h in 1..size {
+                let o = b.take_next(h, 0).expect("free");
+                assert_eq!(b.state(o), AddrState::Held(h));
+                held.push(o);
+            }
+            assert_eq!(b.take_next(999, 0), None, "{cidr}: full");
+            // Free every third address, quarantine every fifth of the rest.
+            for (i, &o) in held.iter().enumerate() {
+                let until = if i % 5 == 0 { 100 } else { 0 };
+                if i % 3 == 0 {
+                    assert_eq!(b.release(o, 0, until), Some(i as u32 + 1));
+                }
+            }
+            b.check().expect("consistent");
+            let s = b.summary();
+            assert_eq!(s.free + s.held + s.quarantined + s.reserved, size, "{cidr}");
+            // What is free is handed out again before anything quarantined, in offset order
+            // from the cursor, which wraps.
+            while let Some(o) = b.take_next(1000, 0) {
+                assert!(matches!(b.state(o), AddrState::Held(1000)));
+            }
+            assert_eq!(b.summary().free, 0, "{cidr}");
+            assert_eq!(b.summary().quarantined, s.quarantined, "{cidr}");
+            assert!(b.take_next(1001, 100).is_some(), "{cidr}: quarantine over");
+            b.check().expect("consistent");
+        }
     }
 
     #[test]
