@@ -9,7 +9,12 @@
 //! are taken every 1,024 allocations during the fill, as the store layer takes them after
 //! every operation, so they do not count. Under
 //! `cargo test --all-targets` (no `--bench` argument) it runs a small fill as a smoke test.
-//! Linux only (reads /proc); elsewhere it says so and reports nothing.
+//! Linux only (reads /proc); elsewhere it says so and reports nothing. The heap is
+//! mimalloc's, as in kipamd (see `alloc.rs`); with transparent huge pages the resident set
+//! grows in 2 MiB steps, which the per-address figure includes.
+
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use std::collections::BTreeMap;
 use std::hint::black_box;

@@ -32,6 +32,10 @@ enum Command {
     },
 }
 
+/// mimalloc: see the workspace Cargo.toml (huge pages for a large state, less memory).
+#[global_allocator]
+static ALLOC: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {

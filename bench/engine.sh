@@ -1,0 +1,72 @@
+#!/usr/bin/env bash
+# The allocation engine alone (kipam-core, in memory, single-threaded): allocate+release
+# pairs at several fills of a /12 pool and in a /64 with 1M allocations, and memory per
+# held address; whether the targets of issue 2 are met (>= 5,000,000 pairs/s at 0% fill;
+# the 99%-fill cost within 2x of the 0%-fill cost).
+#
+# Each workload of the criterion bench (crates/kipam-core/benches/alloc.rs) runs in its own
+# process, so each is measured on a heap that only its own state has used: in one process
+# the 99% workload would run on the heap the 50% workload's half a million handles left
+# behind, and the 0% one on a fresh heap, which skews their ratio by run order (see
+# docs/BENCHMARKS.md). `cargo bench -p kipam-core --bench alloc` still runs all of them
+# in one process.
+#
+# How to run (about 4 minutes):
+#   bench/engine.sh                  # every workload, 3 s of measurement each
+#   bench/engine.sh 10               # 10 s each
+# Results go to stdout as Markdown (copy them into docs/BENCHMARKS.md with the machine
+# they ran on); criterion's own output goes to stderr.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/kipam-target}"
+measure="${1:-3}"
+
+cargo bench -p kipam-core --bench alloc --no-run >&2
+cargo bench -p kipam-core --bench memory --no-run >&2
+
+echo "machine: $(nproc) CPUs, $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | sed 's/^ //'), \
+$(free -g | awk '/^Mem:/ {print $2 " GiB RAM"}'), $(. /etc/os-release && echo "$PRETTY_NAME"), \
+kernel $(uname -r); transparent huge pages: $(cat /sys/kernel/mm/transparent_hugepage/enabled \
+2>/dev/null || echo unknown); $(date -u +%Y-%m-%dT%H:%MZ); commit $(git rev-parse --short HEAD)"
+echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
+echo
+
+# The median of criterion's estimate, in nanoseconds.
+median_ns() {
+    awk '/time:/ {
+        v = $4; u = $5;
+        if (u == "ps") v /= 1000; else if (u == "µs" || u == "us") v *= 1000; else if (u == "ms") v *= 1000000;
+        printf "%.1f\n", v; exit
+    }'
+}
+
+declare -A ns
+echo "| workload | ns per pair (median) | pairs per second |"
+echo "|---|---:|---:|"
+for w in "/12/0%-fill" "/12/50%-fill" "/12/99%-fill" "/12/0%-fill-beside-1M" \
+    "/12/0%-fill-30s-delay" "/12/99%-fill-30s-delay" "/64/1M-allocated-ipv6"; do
+    out=$(cargo bench -p kipam-core --bench alloc -- --warm-up-time 1 \
+        --measurement-time "$measure" "${w}\$" 2>&1)
+    echo "$out" >&2
+    v=$(median_ns <<<"$out")
+    if [ -z "$v" ]; then
+        echo "engine.sh: no result for $w" >&2
+        exit 1
+    fi
+    ns[$w]=$v
+    echo "| alloc+release $w | $v | $(awk -v v="$v" 'BEGIN { printf "%.2f M", 1000 / v }') |"
+done
+echo
+
+cargo bench -p kipam-core --bench memory 2>/dev/null | sed -n 's/^memory\/\(.*\): \(.*\)$/- memory, \1: \2/p'
+echo
+
+ratio=$(awk -v a="${ns[/12/99%-fill]}" -v b="${ns[/12/0%-fill]}" 'BEGIN { printf "%.2f", a / b }')
+rate=$(awk -v v="${ns[/12/0%-fill]}" 'BEGIN { printf "%.0f", 1e9 / v }')
+verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo "**missed**"; fi; }
+echo "| target (issue 2) | measured | |"
+echo "|---|---|---|"
+echo "| >= 5,000,000 pairs/s at 0% fill | $rate /s | $(verdict "$rate >= 5000000") |"
+echo "| 99%-fill within 2x of 0%-fill | ${ratio}x | $(verdict "$ratio <= 2") |"
+echo
+echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
