@@ -20,7 +20,7 @@
 //! Path components are escaped (`%` and `/` as `%25`, `%2F`), so names that contain `/`
 //! (CNI pool names like `net:10.0.0.0/24`, handles like `net/ctr/eth0`) keep prefixes exact.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::net::IpAddr;
 use std::sync::Arc;
 
@@ -545,15 +545,20 @@ impl Loader<'_> {
         for (name, d) in &dirty.pools {
             let Some(p) = ipam.pool(name) else { continue };
             if d.claims {
-                let mut claims = codec::ClaimsRecord::default();
+                // Grouped by borrowed names in a hash map first: a pool growing fast
+                // rewrites this index at every claim, and a `String` and a sorted-map
+                // search per block were most of that cost.
+                let mut by_node: HashMap<&str, Vec<u128>> = HashMap::new();
                 for (b, node) in p.block_claims() {
-                    claims
-                        .blocks
-                        .entry(node.to_string())
-                        .or_default()
-                        .push(b.base);
+                    by_node.entry(node).or_default().push(b.base);
                 }
-                claims.leases = p.leases().cloned().collect();
+                let claims = codec::ClaimsRecord {
+                    blocks: by_node
+                        .into_iter()
+                        .map(|(node, bases)| (node.to_string(), bases))
+                        .collect(),
+                    leases: p.leases().cloned().collect(),
+                };
                 self.txn
                     .put(&claims_key(name), codec::encode_claims(&claims))?;
             }

@@ -32,8 +32,10 @@
 //!   commit (a quarantine entry that expires needs none: expiry follows from the time);
 //! - the claims index, pool configs, scope networks, the removal of a block's body, and the
 //!   summaries of a pool's changed nodes whenever its claims change are written in the
-//!   batch's own commit: the summaries on disk never name a block the claims do not, and a
-//!   full load recomputes the counts from the bodies;
+//!   batch's own commit (the batch's nodes when the claims only grew, as a waiting summary
+//!   names only blocks claimed when it was taken; every changed node when a body went):
+//!   the summaries on disk never name a block the claims do not, and a full load
+//!   recomputes the counts from the bodies;
 //! - a change of pool config and the expiry of old events happen only in a commit that
 //!   writes everything deferred and moves the watermark to its own last event, so the tail
 //!   never crosses either.
@@ -295,8 +297,9 @@ impl Tail {
 /// Splits a batch's changes into what its commit must write and what may wait for a fold
 /// (added to `deferred`), by the rules above: handle records, block bodies that still
 /// exist and node summaries wait; everything else is written now, and so are the
-/// summaries of every changed node (this batch's or deferred) of a pool whose claims
-/// changed, and all of a pool that is gone.
+/// summaries of a pool whose claims changed: this batch's changed nodes when the claims
+/// only grew, every changed node (this batch's or deferred) when a block's body went, and
+/// all of a pool that is gone.
 pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
     deferred.handles.extend(dirty.handles);
     let mut now = Dirty {
@@ -322,9 +325,19 @@ pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
                 here.blocks.insert(base);
             }
         }
-        later.nodes.extend(d.nodes);
-        if d.claims {
-            here.nodes = std::mem::take(&mut later.nodes);
+        if d.claims && here.blocks.is_empty() {
+            // Claims grew (a block claimed, a lease): the summaries of this batch's nodes
+            // go with them; other nodes' waiting summaries name only blocks still claimed.
+            for node in &d.nodes {
+                later.nodes.remove(node);
+            }
+            here.nodes = d.nodes;
+        } else {
+            later.nodes.extend(d.nodes);
+            if d.claims {
+                // A block's body went: any waiting summary may name it.
+                here.nodes = std::mem::take(&mut later.nodes);
+            }
         }
         if later.is_empty() {
             deferred.pools.remove(&name);
@@ -499,5 +512,80 @@ impl Folder {
     /// (whose load replays the tail and marks what it rebuilt changed).
     pub fn reset(&mut self) {
         *self = Folder::new(self.folded);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kipam_core::{AllocRequest, PoolConfig, Source, Want};
+
+    fn allocate(ipam: &mut Ipam, handle: &str, node: &str) {
+        let req = AllocRequest {
+            handle: handle.into(),
+            node: node.into(),
+            attrs: BTreeMap::new(),
+            wants: vec![Want {
+                source: Source::Pools(vec!["p".into()]),
+                addr: None,
+            }],
+        };
+        ipam.allocate(&req, 0).expect("room");
+    }
+
+    fn nodes(d: &Dirty) -> Vec<&str> {
+        d.pools
+            .get("p")
+            .map(|p| p.nodes.iter().map(String::as_str).collect())
+            .unwrap_or_default()
+    }
+
+    /// Summaries go with the claims: only the batch's nodes while the claims grow (a
+    /// waiting summary names only blocks still claimed), every waiting one once a block's
+    /// body goes (a waiting summary may name it).
+    #[test]
+    fn summaries_go_with_claims_as_the_rules_say() {
+        let mut ipam = Ipam::new();
+        let mut config = PoolConfig::new("p", "10.0.0.0/24".parse().expect("CIDR"));
+        config.block_prefix_length = Some(28);
+        config.reuse_delay_seconds = 0;
+        config.empty_block_grace_seconds = 0;
+        ipam.create_pool(config).expect("pool");
+        let mut deferred = Dirty::default();
+
+        allocate(&mut ipam, "h1", "a");
+        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
+        assert!(now.pools["p"].claims);
+        assert_eq!(
+            nodes(&now),
+            ["a"],
+            "a's block claimed: its summary goes now"
+        );
+        assert!(nodes(&deferred).is_empty());
+
+        allocate(&mut ipam, "h2", "a");
+        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
+        assert!(nodes(&now).is_empty(), "no claim: the summary waits");
+        assert_eq!(nodes(&deferred), ["a"]);
+
+        allocate(&mut ipam, "h3", "b");
+        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
+        assert_eq!(nodes(&now), ["b"], "claims grew: the batch's node only");
+        assert_eq!(nodes(&deferred), ["a"], "a's waiting summary keeps waiting");
+
+        ipam.release_handle("h3", 0).expect("release");
+        assert_eq!(ipam.reclaim_empty_blocks(1).len(), 1, "b's block goes back");
+        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
+        assert_eq!(
+            now.pools["p"].blocks.len(),
+            1,
+            "the body's deletion goes now"
+        );
+        assert_eq!(
+            nodes(&now),
+            ["a", "b"],
+            "a body went: every waiting summary"
+        );
+        assert!(nodes(&deferred).is_empty());
     }
 }
