@@ -6,10 +6,10 @@
 #
 # Each workload of the criterion bench (crates/kipam-core/benches/alloc.rs) runs in its own
 # process, so each is measured on a heap that only its own state has used: in one process
-# the 99% workload would run on the heap the 50% workload's half a million handles left
-# behind, and the 0% one on a fresh heap, which skews their ratio by run order (see
-# docs/BENCHMARKS.md). `cargo bench -p kipam-core --bench alloc` still runs all of them
-# in one process.
+# a workload runs on the heap the workloads before it churned (the 99% one after the 50%
+# one's half a million handles took 2.0-2.3x the 0% one instead of 1.8-1.96x; see
+# docs/BENCHMARKS.md). `cargo bench -p kipam-core --bench alloc` still runs all of them in
+# one process, 0% and 99% first.
 #
 # How to run (about 4 minutes):
 #   bench/engine.sh                  # every workload, 3 s of measurement each
