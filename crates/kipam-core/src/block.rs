@@ -6,8 +6,9 @@
 //! scan of 64-bit words from a next-fit cursor, so a just-freed address is the last one the
 //! cursor comes back to. The owner array and the busy, reserved and quarantined bitmaps
 //! sit inside the block for blocks of up to 64 addresses (see [`Cells`]). Quarantine is a
-//! queue in release order; with one reuse delay per pool and a clock that only moves forward, release order is expiry order, so expired
-//! entries leave from the front in amortised O(1).
+//! queue in release order; with one reuse delay per pool and a clock that only moves
+//! forward, release order is expiry order, so expired entries leave from the front in
+//! amortised O(1).
 //!
 //! A block never reads a clock and never sees its pool: the pool passes the time and says
 //! which addresses are reserved.
