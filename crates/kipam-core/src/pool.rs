@@ -260,8 +260,10 @@ pub struct Lease {
 /// What changed since the store layer last looked (see [`Pool::take_dirty`]).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct PoolDirty {
-    /// The claims index (blocks' affinity and leases) changed.
+    /// Blocks were claimed or given back (the claims index changed).
     pub claims: bool,
+    /// Prefix leases changed (they are kept in the claims index too).
+    pub leases: bool,
     /// Blocks whose body changed (or that were removed).
     pub blocks: BTreeSet<u128>,
     /// Nodes whose summaries changed.
@@ -272,13 +274,14 @@ impl PoolDirty {
     /// Adds what `other` names (changes seen later than this set's).
     pub fn merge(&mut self, other: PoolDirty) {
         self.claims |= other.claims;
+        self.leases |= other.leases;
         self.blocks.extend(other.blocks);
         self.nodes.extend(other.nodes);
     }
 
     /// Whether nothing changed.
     pub fn is_empty(&self) -> bool {
-        !self.claims && self.blocks.is_empty() && self.nodes.is_empty()
+        !self.claims && !self.leases && self.blocks.is_empty() && self.nodes.is_empty()
     }
 }
 
@@ -901,6 +904,12 @@ impl Pool {
         loaded.chain(n.stored.iter().map(|(b, s)| (*b, *s)))
     }
 
+    /// Marks the claims index changed, so the store layer writes it again (kipamd, after
+    /// claiming blocks from its log of events).
+    pub fn touch_claims(&mut self) {
+        self.dirty.claims = true;
+    }
+
     /// Marks a loaded block and its node's summaries changed, so the store layer writes
     /// them again (kipamd, after rebuilding a block from its log of events). Returns
     /// false when the block is not loaded.
@@ -1300,7 +1309,7 @@ impl Pool {
     }
 
     /// Whether the block at `base` is claimed (loaded or not).
-    pub(crate) fn block_claimed(&self, base: u128) -> bool {
+    pub fn block_claimed(&self, base: u128) -> bool {
         self.bodies.contains_key(&base) || self.block_nodes.contains_key(&base)
     }
 
@@ -1424,7 +1433,7 @@ impl Pool {
             attrs,
         };
         self.leases.insert(p.base, lease.clone());
-        self.dirty.claims = true;
+        self.dirty.leases = true;
         lease
     }
 
@@ -1440,7 +1449,7 @@ impl Pool {
         if let Some(a) = self.alloc.as_mut() {
             a.release(p);
         }
-        self.dirty.claims = true;
+        self.dirty.leases = true;
         Some(lease)
     }
 

@@ -4,8 +4,9 @@
 //! writer thread: it takes a request, then drains whatever else is queued (up to
 //! [`EngineOptions::batch_max`]), applies them one by one to the in-memory engine, and
 //! writes what they changed — their history events, and the records that cannot wait —
-//! in **one** store transaction (group commit). Handle records, block bodies and node
-//! summaries are written by folds instead, a slice per commit, once a second
+//! in **one** store transaction (group commit). Handle records, block bodies, node
+//! summaries and claims that only grew are written by folds instead, a slice per commit,
+//! once a second
 //! ([`FOLD_EVERY`]); until then the events are their record (`kipam_store::log`). If the
 //! commit fails, the in-memory state is reloaded from the store (which still holds the
 //! state before the batch: its last fold plus the events after it) and every request of
@@ -416,7 +417,7 @@ fn write_fold(
     folded: u64,
 ) -> Result<(), EngineError> {
     kipam_store::transact(store, |txn| -> Result<(), EngineError> {
-        write_changes(txn, ipam, changes)?;
+        write_changes(txn, ipam, changes, folded)?;
         txn.put(log::FOLDED_KEY, folded.to_string().into_bytes())?;
         Ok(())
     })
@@ -565,8 +566,17 @@ impl Engine {
         };
         let history = load_history(ipam_store.store(), seq)?;
         // Blocks rebuilt from the log's tail (a crash), or a store from before the log:
-        // fold now, so the tail starts empty.
-        let rebuilt = ipam.take_dirty();
+        // fold now, so the tail starts empty. Every claims index is written too, with the
+        // seq it is complete up to (a record of an older version has none, and the
+        // writer leaves claims that only grow to the folds; `kipam_store::log`).
+        let mut rebuilt = ipam.take_dirty();
+        for p in ipam.pools() {
+            rebuilt
+                .pools
+                .entry(p.config().name.clone())
+                .or_default()
+                .claims = true;
+        }
         write_fold(ipam_store.store(), &ipam, &rebuilt, seq)?;
         let shared = Arc::new(Shared {
             ipam: Mutex::new(ipam),
@@ -1505,8 +1515,9 @@ impl Writer {
                 .filter(|(k, _)| extra.pending_put.contains(*k))
                 .map(|(k, v)| (k.clone(), v.clone()))
                 .collect();
-            // Handle records, block bodies and node summaries are written by folds
-            // (`kipam_store::log`); housekeeping, which expires events, writes everything.
+            // Handle records, block bodies, node summaries and grown claims are written by
+            // folds (`kipam_store::log`); housekeeping, which expires events, writes
+            // everything.
             let dirty = ipam.take_dirty();
             let due = self.last_fold.elapsed() >= self.opts.fold_every;
             let plan = self.folder.plan(dirty, &ipam, seq, due, housekeeping);
@@ -1516,7 +1527,7 @@ impl Writer {
             let stored = self.folder.folded();
             let committed =
                 kipam_store::transact(self.store.store(), |txn| -> Result<(), EngineError> {
-                    write_changes(txn, &ipam, &plan.changes)?;
+                    write_changes(txn, &ipam, &plan.changes, seq)?;
                     if plan.folded != stored {
                         txn.put(log::FOLDED_KEY, plan.folded.to_string().into_bytes())?;
                     }

@@ -609,3 +609,97 @@ async fn an_idle_writer_folds_what_waits_in_the_log() {
     assert!(report.ok(), "{:?}", report.problems);
     assert_eq!(report.handles as usize, held.len());
 }
+
+fn claims_on_disk(dir: &TempDir, pool: &str) -> Option<kipam_store::codec::ClaimsRecord> {
+    use kipam_store::Store;
+    let s = kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap();
+    s.get(&format!("claims/{pool}"))
+        .unwrap()
+        .map(|r| kipam_store::codec::decode_claims(&r.value).unwrap())
+}
+
+/// Every claimed block with its node, as a comparable set.
+fn claimed(ipam: &kipam_core::Ipam, pool: &str) -> BTreeSet<(u128, String)> {
+    ipam.pool(pool)
+        .map(|p| {
+            p.block_claims()
+                .map(|(b, n)| (b.base, n.to_string()))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Blocks claimed while the pool grows wait for the fold (the claims index is one record
+/// of all the pool's blocks); meanwhile a load — as after a crash — claims them from the
+/// log's tail for the right nodes. A start writes every claims index with the seq it is
+/// complete up to, replacing a record of the older format.
+#[tokio::test]
+async fn claims_wait_for_the_fold_and_a_load_claims_them_from_the_log() {
+    let dir = TempDir::new("claims-fold");
+    let (c, _) = clock();
+    let opts = EngineOptions {
+        fold_every: std::time::Duration::from_secs(3600),
+        ..EngineOptions::default()
+    };
+    let e = Engine::open(&dir.0, opts.clone(), c.clone(), None).unwrap();
+    let mut config = PoolConfig::new("pods", "10.87.0.0/24".parse().unwrap());
+    config.block_prefix_length = Some(28);
+    e.apply(Mutation::CreatePool(config)).await.unwrap();
+    for i in 0..40 {
+        e.apply(alloc(
+            &format!("net/claim-{i}/eth0"),
+            &format!("n{}", i % 3),
+            &["pods"],
+        ))
+        .await
+        .unwrap();
+    }
+    let held = e.read(|ipam| claimed(ipam, "pods"));
+    assert!(held.len() >= 3, "each node claimed a block: {held:?}");
+    let on_disk = claims_on_disk(&dir, "pods").map_or(0, |r| r.blocks.values().map(Vec::len).sum());
+    assert!(
+        on_disk < held.len(),
+        "the claims wait for the fold: {on_disk} on disk, {} held",
+        held.len()
+    );
+    let reader = kipam_store::IpamStore::new(
+        kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap(),
+    );
+    let loaded = reader.load_all(c()).unwrap();
+    assert_eq!(
+        claimed(&loaded, "pods"),
+        held,
+        "a load claims them from the log"
+    );
+    let report = reader.check_integrity(c()).unwrap();
+    assert!(report.ok(), "{:?}", report.problems);
+    e.shutdown();
+
+    // A record of the older format (no seq; written with every change) is replaced at start.
+    let record = claims_on_disk(&dir, "pods").unwrap();
+    assert!(record.seq.is_some());
+    {
+        use kipam_store::Store;
+        let mut old = kipam_store::codec::encode_claims(&record);
+        let seq_len = old[1..].iter().position(|b| b & 0x80 == 0).unwrap() + 1;
+        old.drain(..=seq_len);
+        old.insert(0, 2);
+        let s =
+            kipam_store::SqliteStore::open(&dir.0, &kipam_store::SqliteOptions::default()).unwrap();
+        s.commit(&[kipam_store::Op::Put {
+            key: "claims/pods".into(),
+            value: old,
+            expect: kipam_store::Expect::Any,
+        }])
+        .unwrap();
+    }
+    assert_eq!(claims_on_disk(&dir, "pods").unwrap().seq, None);
+    let e = Engine::open(&dir.0, opts, c.clone(), None).unwrap();
+    let record = claims_on_disk(&dir, "pods").unwrap();
+    assert!(
+        record.seq.is_some(),
+        "rewritten in the current format at start"
+    );
+    assert_eq!(e.read(|ipam| claimed(ipam, "pods")), held);
+    e.shutdown();
+}

@@ -3,7 +3,7 @@
 //! Records that are small and rarely written (pool configs, handles, scope networks)
 //! are JSON: readable with `sqlite3` or `etcdctl`, easy to evolve. The records written on
 //! every allocation — a block body and a node's block summaries — and a pool's claims
-//! index, rewritten whole on every block claim and ~200 KB of JSON for a pool of 15,000
+//! index, rewritten whole when the claims change and ~200 KB of JSON for a pool of 15,000
 //! blocks, use a compact little-endian binary form. Each binary record starts with a
 //! format byte ([`BLOCK_FORMAT`], [`NODE_FORMAT`], [`CLAIMS_FORMAT`]) so a later version
 //! can read old data; docs/storage.md describes the layouts.
@@ -19,13 +19,21 @@ pub const BLOCK_FORMAT: u8 = 1;
 /// fields, is still read).
 pub const NODE_FORMAT: u8 = 2;
 
-/// Format byte of a claims index record written now (2: binary; records written before
-/// are JSON, which starts with `{`, and are still read).
-pub const CLAIMS_FORMAT: u8 = 2;
+/// Format byte of a claims index record written now (3: binary, with the event seq it is
+/// complete up to). Format 2 (the same without the seq) and the JSON form before it
+/// (which starts with `{`) are still read.
+pub const CLAIMS_FORMAT: u8 = 3;
+
+/// Format byte of the binary claims index without a seq (written before format 3).
+const CLAIMS_FORMAT_NO_SEQ: u8 = 2;
 
 /// A pool's claims index: the blocks claimed, per node, and the prefix leases.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ClaimsRecord {
+    /// Every block claimed by an event up to this seq is in the record (kipamd writes a
+    /// claim with the next fold; a load claims later ones from its log's tail, see
+    /// `crate::log`). `None` in records of the older formats, written with every change.
+    pub seq: Option<u64>,
     /// Block bases (first address as a 128-bit number) per node, in any order.
     pub blocks: BTreeMap<String, Vec<u128>>,
     /// Prefix leases.
@@ -41,14 +49,16 @@ struct ClaimsJson {
     leases: Vec<Lease>,
 }
 
-/// Encodes a claims index: format byte 2, a varint node count, then per node its name
-/// (string) and block count (varint) and its block bases in ascending order as varint
-/// deltas (the first from 0); then the leases as one JSON string (they are few, and
-/// carry free-form attributes). A /26 block of a node takes 1-2 bytes.
+/// Encodes a claims index: format byte 3, the seq as a varint (0 for `None`), a varint
+/// node count, then per node its name (string) and block count (varint) and its block
+/// bases in ascending order as varint deltas (the first from 0); then the leases as one
+/// JSON string (they are few, and carry free-form attributes). A /26 block of a node
+/// takes 1-2 bytes.
 pub fn encode_claims(c: &ClaimsRecord) -> Vec<u8> {
     let blocks: usize = c.blocks.values().map(Vec::len).sum();
     let mut w = Writer(Vec::with_capacity(16 + blocks * 2 + c.blocks.len() * 24));
     w.u8(CLAIMS_FORMAT);
+    w.varint(u128::from(c.seq.unwrap_or(0)));
     w.varint(c.blocks.len() as u128);
     for (node, bases) in &c.blocks {
         w.str(node);
@@ -66,11 +76,12 @@ pub fn encode_claims(c: &ClaimsRecord) -> Vec<u8> {
     w.0
 }
 
-/// Decodes a claims index, binary (format 2) or JSON (before it).
+/// Decodes a claims index, binary (format 3 or 2) or JSON (before them).
 pub fn decode_claims(buf: &[u8]) -> Result<ClaimsRecord, String> {
     if buf.first() == Some(&b'{') {
         let j: ClaimsJson = serde_json::from_slice(buf).map_err(|e| e.to_string())?;
         return Ok(ClaimsRecord {
+            seq: None,
             blocks: j
                 .blocks
                 .into_iter()
@@ -86,7 +97,15 @@ pub fn decode_claims(buf: &[u8]) -> Result<ClaimsRecord, String> {
         buf,
         what: "claims",
     };
-    r.format(CLAIMS_FORMAT)?;
+    let seq = match r.u8()? {
+        CLAIMS_FORMAT => Some(r.varint64()?),
+        CLAIMS_FORMAT_NO_SEQ => None,
+        v => {
+            return Err(format!(
+                "claims record has format {v}; this kipam reads formats {CLAIMS_FORMAT_NO_SEQ} and {CLAIMS_FORMAT}"
+            ));
+        }
+    };
     let nodes = r.varint()?;
     let mut blocks = BTreeMap::new();
     for _ in 0..nodes {
@@ -111,7 +130,11 @@ pub fn decode_claims(buf: &[u8]) -> Result<ClaimsRecord, String> {
     }
     let leases = serde_json::from_str(&r.str()?).map_err(|e| format!("claims leases: {e}"))?;
     r.end()?;
-    Ok(ClaimsRecord { blocks, leases })
+    Ok(ClaimsRecord {
+        seq,
+        blocks,
+        leases,
+    })
 }
 
 /// A block body as stored.
@@ -235,7 +258,7 @@ impl<'a> Reader<'a> {
     }
     fn varint64(&mut self) -> Result<u64, String> {
         u64::try_from(self.varint()?)
-            .map_err(|_| format!("{} record has a time too large", self.what))
+            .map_err(|_| format!("{} record has a number too large for 64 bits", self.what))
     }
     fn opt(&mut self) -> Result<Option<u64>, String> {
         match self.u8()? {
@@ -450,6 +473,7 @@ mod tests {
         let v6 =
             kipam_core::prefix::addr_to_u128("fd00:1::".parse().unwrap_or(IpAddr::from([0u8; 16])));
         let c = ClaimsRecord {
+            seq: Some(300),
             blocks: BTreeMap::from([
                 (
                     "worker-1".to_string(),
@@ -484,8 +508,16 @@ mod tests {
                 vec![167_772_224, 167_772_160]
             )]))
         );
-        assert!(decode_claims(&[3]).is_err(), "unknown format");
+        // Format 2: the same without the seq.
+        let mut two = vec![2u8];
+        two.extend_from_slice(&bytes[3..]);
+        assert_eq!(
+            decode_claims(&two).map(|c| (c.seq, c.blocks.len(), c.leases.len())),
+            Ok((None, 3, 1))
+        );
+        assert!(decode_claims(&[4]).is_err(), "unknown format");
         assert!(decode_claims(&[2, 1]).is_err(), "truncated");
+        assert!(decode_claims(&[3, 5]).is_err(), "truncated after the seq");
         assert!(decode_claims(b"{").is_err(), "bad JSON");
     }
 

@@ -200,6 +200,12 @@ struct Loader<'t> {
     loaded: BTreeSet<String>,
     /// kipamd's log tail, during a full load.
     tail: Option<Tail>,
+    /// Per pool loaded, the seq its claims record is complete up to (`None`: an older
+    /// record, complete; a pool without a record: 0).
+    claims_read: HashMap<String, Option<u64>>,
+    /// The seq written in claims records ([`codec::ClaimsRecord::seq`]): the last event
+    /// of the commit (kipamd), 0 for operations that write no events.
+    claims_seq: u64,
 }
 
 impl Loader<'_> {
@@ -239,11 +245,13 @@ impl Loader<'_> {
             detail: e.to_string(),
         })?;
         let ckey = claims_key(&name);
+        let mut complete_to = Some(0);
         if let Some(rec) = self.txn.get(&ckey)? {
             let claims = codec::decode_claims(&rec.value).map_err(|detail| IpamError::Corrupt {
                 key: ckey.clone(),
                 detail,
             })?;
+            complete_to = claims.seq;
             let family = pool.prefix().family;
             let mut blocks = Vec::new();
             for (node, bases) in claims.blocks {
@@ -255,7 +263,47 @@ impl Loader<'_> {
             pool.load_claims(&blocks, claims.leases)
                 .map_err(|detail| IpamError::Corrupt { key: ckey, detail })?;
         }
+        self.claims_read.insert(name, complete_to);
         ipam.load_pool(pool);
+        Ok(())
+    }
+
+    /// Claims the blocks kipamd claimed after its claims records were last written: the
+    /// first allocation in a block the record does not name, after the seq the record is
+    /// complete up to, claimed it for its node (see [`crate::log`]).
+    fn claim_from_tail(&mut self, ipam: &mut Ipam) -> Result<()> {
+        let Some(tail) = &self.tail else {
+            return Ok(());
+        };
+        for (name, complete_to) in &self.claims_read {
+            let (Some(after), Some(p)) = (complete_to, ipam.pool_mut(name)) else {
+                continue;
+            };
+            let (family, len) = (p.prefix().family, p.block_len());
+            let mut blocks = Vec::new();
+            for (base, node) in tail.first_allocations(name, *after) {
+                let block = Prefix { family, base, len };
+                if p.block_claimed(base) {
+                    continue;
+                }
+                if node.is_empty() {
+                    return Err(IpamError::Corrupt {
+                        key: claims_key(name),
+                        detail: format!("an allocate event claims block {block} for no node"),
+                    });
+                }
+                blocks.push((block, node.to_string()));
+            }
+            if !blocks.is_empty() {
+                p.load_claims(&blocks, Vec::new())
+                    .map_err(|detail| IpamError::Corrupt {
+                        key: claims_key(name),
+                        detail,
+                    })?;
+                // Written again by the next fold.
+                p.touch_claims();
+            }
+        }
         Ok(())
     }
 
@@ -455,11 +503,15 @@ impl Loader<'_> {
         if scope.replay {
             if let Some(events) = log::read_tail(self.txn)? {
                 self.tail = Some(Tail::new(events, ipam));
+                self.claim_from_tail(ipam)?;
             }
-        } else if let Some((folded, last)) = log::watermark(self.txn)?
-            && last > folded
-        {
-            return Err(IpamError::Unfolded { folded, last });
+        } else if let Some((folded, last)) = log::watermark(self.txn)? {
+            if last > folded {
+                return Err(IpamError::Unfolded { folded, last });
+            }
+            // kipamd's store without a tail: a claims record written now is complete up
+            // to its newest event.
+            self.claims_seq = last;
         }
         if scope.full {
             let names: Vec<String> = ipam.pools().map(|p| p.config().name.clone()).collect();
@@ -544,15 +596,15 @@ impl Loader<'_> {
         }
         for (name, d) in &dirty.pools {
             let Some(p) = ipam.pool(name) else { continue };
-            if d.claims {
-                // Grouped by borrowed names in a hash map first: a pool growing fast
-                // rewrites this index at every claim, and a `String` and a sorted-map
-                // search per block were most of that cost.
+            if d.claims || d.leases {
+                // Grouped by borrowed names in a hash map first: a `String` and a
+                // sorted-map search per block were most of the cost of this record.
                 let mut by_node: HashMap<&str, Vec<u128>> = HashMap::new();
                 for (b, node) in p.block_claims() {
                     by_node.entry(node).or_default().push(b.base);
                 }
                 let claims = codec::ClaimsRecord {
+                    seq: Some(self.claims_seq),
                     blocks: by_node
                         .into_iter()
                         .map(|(node, bases)| (node.to_string(), bases))
@@ -703,6 +755,8 @@ impl<S: Store> IpamStore<S> {
                 now,
                 loaded: BTreeSet::new(),
                 tail: None,
+                claims_read: HashMap::new(),
+                claims_seq: 0,
             };
             let mut ipam = Ipam::new();
             loader.prepare(&mut ipam, scope)?;
@@ -1081,17 +1135,21 @@ impl IntegrityReport {
 /// in memory and commits the changes of a whole batch of requests with this.
 pub fn write_dirty(txn: &mut dyn Txn, ipam: &mut Ipam) -> Result<()> {
     let dirty = ipam.take_dirty();
-    write_changes(txn, ipam, &dirty)
+    write_changes(txn, ipam, &dirty, 0)
 }
 
 /// Writes the records `dirty` names as `ipam` holds them now (kipamd, which takes the
-/// dirty set itself to write some records later than others; see [`crate::log`]).
-pub fn write_changes(txn: &mut dyn Txn, ipam: &Ipam, dirty: &Dirty) -> Result<()> {
+/// dirty set itself to write some records later than others; see [`crate::log`]). `seq`:
+/// the last event of the commit, every block claimed up to which a claims record written
+/// here includes.
+pub fn write_changes(txn: &mut dyn Txn, ipam: &Ipam, dirty: &Dirty, seq: u64) -> Result<()> {
     Loader {
         txn,
         now: 0,
         loaded: BTreeSet::new(),
         tail: None,
+        claims_read: HashMap::new(),
+        claims_seq: seq,
     }
     .write_changes(ipam, dirty)
 }

@@ -23,19 +23,24 @@
 //!   event's time, if the handle holds it there.
 //!
 //! The last event about an address or a handle decides its state, whatever the record held.
-//! A block claimed after the last fold has no body yet and starts empty. Records the load
-//! rebuilt come back marked changed, for the next fold.
+//! Block claims wait for the fold as well: the claims index records the seq it is complete
+//! up to ([`crate::codec::ClaimsRecord::seq`]), and a block it does not name whose first
+//! allocate event after that seq is in the tail was claimed by that event's node (only the
+//! node that claims a block allocates in it before the claim, and it claims by allocating).
+//! Such a block has no body yet and starts empty. Records the load rebuilt come back
+//! marked changed, for the next fold.
 //!
 //! What keeps this exact (kipamd's writer keeps these rules; `crates/kipam-server/src/
 //! engine.rs`, `Writer::batch`):
 //! - every change of which addresses a handle or a block holds is an event in the same
 //!   commit (a quarantine entry that expires needs none: expiry follows from the time);
-//! - the claims index, pool configs, scope networks, the removal of a block's body, and the
-//!   summaries of a pool's changed nodes whenever its claims change are written in the
-//!   batch's own commit (the batch's nodes when the claims only grew, as a waiting summary
-//!   names only blocks claimed when it was taken; every changed node when a body went):
-//!   the summaries on disk never name a block the claims do not, and a full load
-//!   recomputes the counts from the bodies;
+//! - a claims index that only grew is written by the first slice of the next fold, with
+//!   the seq of that commit's last event; a claims index that shrank (a block given back)
+//!   or whose leases changed is written, complete, in the batch's own commit (lease events
+//!   are not replayed), and so are pool configs, scope networks and the removal of a
+//!   block's body, with every waiting summary of that pool when a body went: the
+//!   summaries on disk never name a block the claims index and the tail do not, and a full
+//!   load recomputes the counts from the bodies;
 //! - a change of pool config and the expiry of old events happen only in a commit that
 //!   writes everything deferred and moves the watermark to its own last event, so the tail
 //!   never crosses either.
@@ -234,6 +239,27 @@ impl Tail {
         }
     }
 
+    /// The blocks of `pool` whose first allocate event after seq `after` is in the tail,
+    /// with that event's node, in address order: claimed by it if the claims index does
+    /// not name them (kipamd writes claims with folds; nobody can take an address of an
+    /// unclaimed block but the node that claims it, and only by allocating it).
+    pub(crate) fn first_allocations(&self, pool: &str, after: u64) -> Vec<(u128, &str)> {
+        let mut out: Vec<(u128, &str)> = self
+            .by_block
+            .iter()
+            .filter(|((p, _), _)| p == pool)
+            .filter_map(|((_, base), idx)| {
+                let e = idx
+                    .iter()
+                    .map(|&i| &self.events[i])
+                    .find(|e| e.allocate && e.seq > after)?;
+                Some((*base, e.node.as_str()))
+            })
+            .collect();
+        out.sort_unstable();
+        out
+    }
+
     /// The events of one block, oldest first (taken: a block is loaded once).
     pub(crate) fn take_block(&mut self, pool: &str, block: Prefix) -> Option<Vec<TailEvent>> {
         let idx = self.by_block.remove(&(pool.to_string(), block.base))?;
@@ -296,10 +322,10 @@ impl Tail {
 
 /// Splits a batch's changes into what its commit must write and what may wait for a fold
 /// (added to `deferred`), by the rules above: handle records, block bodies that still
-/// exist and node summaries wait; everything else is written now, and so are the
-/// summaries of a pool whose claims changed: this batch's changed nodes when the claims
-/// only grew, every changed node (this batch's or deferred) when a block's body went, and
-/// all of a pool that is gone.
+/// exist, node summaries and the claims index of a pool whose claims only grew wait;
+/// everything else is written now: the claims index (complete, so nothing of it waits
+/// any more) when a block's body went or a lease changed, with every waiting summary of
+/// the pool when a body went, and all of a pool that is gone.
 pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
     deferred.handles.extend(dirty.handles);
     let mut now = Dirty {
@@ -314,10 +340,7 @@ pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
             continue;
         };
         let later = deferred.pools.entry(name.clone()).or_default();
-        let mut here = PoolDirty {
-            claims: d.claims,
-            ..PoolDirty::default()
-        };
+        let mut here = PoolDirty::default();
         for base in d.blocks {
             if pool.block(base).is_some() {
                 later.blocks.insert(base);
@@ -325,19 +348,20 @@ pub fn split(dirty: Dirty, ipam: &Ipam, deferred: &mut Dirty) -> Dirty {
                 here.blocks.insert(base);
             }
         }
-        if d.claims && here.blocks.is_empty() {
-            // Claims grew (a block claimed, a lease): the summaries of this batch's nodes
-            // go with them; other nodes' waiting summaries name only blocks still claimed.
-            for node in &d.nodes {
-                later.nodes.remove(node);
-            }
-            here.nodes = d.nodes;
-        } else {
-            later.nodes.extend(d.nodes);
-            if d.claims {
-                // A block's body went: any waiting summary may name it.
-                here.nodes = std::mem::take(&mut later.nodes);
-            }
+        later.nodes.extend(d.nodes);
+        let body_went = !here.blocks.is_empty();
+        if body_went || d.leases {
+            here.claims = d.claims || later.claims;
+            here.leases = d.leases;
+            later.claims = false;
+        } else if d.claims {
+            // Claims only grew: the tail's allocate events say which node claimed what
+            // until the fold writes the index.
+            later.claims = true;
+        }
+        if body_went {
+            // Any waiting summary may name the block whose body went.
+            here.nodes = std::mem::take(&mut later.nodes);
         }
         if later.is_empty() {
             deferred.pools.remove(&name);
@@ -360,12 +384,19 @@ pub fn records(dirty: &Dirty) -> usize {
 }
 
 /// Takes up to `n` of the records `dirty` names (handles first, then blocks and nodes),
-/// for one slice of a fold.
+/// for one slice of a fold; every claims index goes with the first slice.
 pub fn take_some(dirty: &mut Dirty, n: usize) -> Dirty {
     if records(dirty) <= n {
         return std::mem::take(dirty);
     }
     let mut out = Dirty::default();
+    dirty.pools.retain(|name, d| {
+        if d.claims {
+            d.claims = false;
+            out.pools.entry(name.clone()).or_default().claims = true;
+        }
+        !d.is_empty()
+    });
     let mut left = n;
     while left > 0 {
         let Some(key) = dirty.handles.pop_first() else {
@@ -395,7 +426,7 @@ pub fn take_some(dirty: &mut Dirty, n: usize) -> Dirty {
         if emptied {
             entry.remove();
         }
-        out.pools.insert(name, part);
+        out.pools.entry(name).or_default().merge(part);
     }
     out
 }
@@ -518,7 +549,7 @@ impl Folder {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use kipam_core::{AllocRequest, PoolConfig, Source, Want};
+    use kipam_core::{AllocRequest, LeaseWant, PoolConfig, Source, Want};
 
     fn allocate(ipam: &mut Ipam, handle: &str, node: &str) {
         let req = AllocRequest {
@@ -540,11 +571,15 @@ mod tests {
             .unwrap_or_default()
     }
 
-    /// Summaries go with the claims: only the batch's nodes while the claims grow (a
-    /// waiting summary names only blocks still claimed), every waiting one once a block's
-    /// body goes (a waiting summary may name it).
+    fn claims(d: &Dirty) -> bool {
+        d.pools.get("p").is_some_and(|p| p.claims)
+    }
+
+    /// Claims that only grow wait with the summaries; a body that goes takes the complete
+    /// claims index and every waiting summary with it; a lease takes the index, not the
+    /// summaries. The first slice of a fold carries the index.
     #[test]
-    fn summaries_go_with_claims_as_the_rules_say() {
+    fn claims_wait_while_they_grow_and_go_whole_when_they_shrink() {
         let mut ipam = Ipam::new();
         let mut config = PoolConfig::new("p", "10.0.0.0/24".parse().expect("CIDR"));
         config.block_prefix_length = Some(28);
@@ -555,24 +590,28 @@ mod tests {
 
         allocate(&mut ipam, "h1", "a");
         let now = split(ipam.take_dirty(), &ipam, &mut deferred);
-        assert!(now.pools["p"].claims);
-        assert_eq!(
-            nodes(&now),
-            ["a"],
-            "a's block claimed: its summary goes now"
-        );
-        assert!(nodes(&deferred).is_empty());
-
-        allocate(&mut ipam, "h2", "a");
-        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
-        assert!(nodes(&now).is_empty(), "no claim: the summary waits");
+        assert!(now.pools.is_empty(), "a's block claimed: it all waits");
+        assert!(claims(&deferred));
         assert_eq!(nodes(&deferred), ["a"]);
 
         allocate(&mut ipam, "h3", "b");
         let now = split(ipam.take_dirty(), &ipam, &mut deferred);
-        assert_eq!(nodes(&now), ["b"], "claims grew: the batch's node only");
-        assert_eq!(nodes(&deferred), ["a"], "a's waiting summary keeps waiting");
+        assert!(now.pools.is_empty(), "claims grew again: still waiting");
+        assert_eq!(nodes(&deferred), ["a", "b"]);
 
+        ipam.lease_prefix("p", LeaseWant::Length(28), "cluster-1", BTreeMap::new(), 0)
+            .expect("lease");
+        let now = split(ipam.take_dirty(), &ipam, &mut deferred);
+        assert!(
+            now.pools["p"].leases && now.pools["p"].claims,
+            "a lease writes the index, with the claims that waited"
+        );
+        assert!(nodes(&now).is_empty(), "summaries keep waiting");
+        assert!(!claims(&deferred));
+        assert_eq!(nodes(&deferred), ["a", "b"]);
+
+        allocate(&mut ipam, "h4", "c");
+        drop(split(ipam.take_dirty(), &ipam, &mut deferred));
         ipam.release_handle("h3", 0).expect("release");
         assert_eq!(ipam.reclaim_empty_blocks(1).len(), 1, "b's block goes back");
         let now = split(ipam.take_dirty(), &ipam, &mut deferred);
@@ -581,11 +620,18 @@ mod tests {
             1,
             "the body's deletion goes now"
         );
-        assert_eq!(
-            nodes(&now),
-            ["a", "b"],
-            "a body went: every waiting summary"
-        );
-        assert!(nodes(&deferred).is_empty());
+        assert!(claims(&now), "with the index");
+        assert_eq!(nodes(&now), ["a", "b", "c"], "and every waiting summary");
+        assert!(!claims(&deferred) && nodes(&deferred).is_empty());
+
+        allocate(&mut ipam, "h5", "d");
+        let mut folding = Dirty::default();
+        drop(split(ipam.take_dirty(), &ipam, &mut folding));
+        for i in 0..10 {
+            folding.handles.insert(format!("x{i}"));
+        }
+        let first = take_some(&mut folding, 2);
+        assert!(claims(&first), "the index goes with the first slice");
+        assert!(!claims(&folding));
     }
 }
