@@ -214,6 +214,31 @@ pub enum EventKind {
     Reclaim,
 }
 
+impl EventKind {
+    /// The kind's name, as stored and as the API shows it.
+    pub fn name(self) -> &'static str {
+        match self {
+            EventKind::Allocate => "allocate",
+            EventKind::Release => "release",
+            EventKind::Lease => "lease",
+            EventKind::LeaseRelease => "lease-release",
+            EventKind::Reclaim => "reclaim",
+        }
+    }
+
+    fn from_name(name: &str) -> Option<EventKind> {
+        [
+            EventKind::Allocate,
+            EventKind::Release,
+            EventKind::Lease,
+            EventKind::LeaseRelease,
+            EventKind::Reclaim,
+        ]
+        .into_iter()
+        .find(|k| k.name() == name)
+    }
+}
+
 /// One history event.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -240,6 +265,42 @@ pub struct Event {
     /// The handle's attributes at the time.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub attrs: BTreeMap<String, String>,
+}
+
+impl Event {
+    /// The stored form: `kipam_store::codec::encode_event` (binary since format 1;
+    /// docs/storage.md).
+    pub fn encode(&self) -> Vec<u8> {
+        kipam_store::codec::encode_event(&kipam_store::codec::EventFields {
+            seq: self.seq,
+            time: self.time,
+            kind: self.kind.name(),
+            pool: &self.pool,
+            address: self.address,
+            prefix: self.prefix,
+            handle: &self.handle,
+            node: self.node.as_deref(),
+            attrs: &self.attrs,
+        })
+    }
+
+    /// Reads a stored event (binary, or the JSON of earlier versions) found at `key`.
+    pub fn decode(key: &str, bytes: &[u8]) -> Result<Event, EngineError> {
+        let r = kipam_store::codec::decode_event(bytes).map_err(|d| corrupt(key, d))?;
+        let kind = EventKind::from_name(&r.kind)
+            .ok_or_else(|| corrupt(key, format!("unknown event kind {:?}", r.kind)))?;
+        Ok(Event {
+            seq: r.seq,
+            time: r.time,
+            kind,
+            pool: r.pool,
+            address: r.address,
+            prefix: r.prefix,
+            handle: r.handle,
+            node: r.node,
+            attrs: r.attrs,
+        })
+    }
 }
 
 /// A usage sample of a pool.
@@ -446,7 +507,7 @@ fn load_history(store: &SqliteStore, seq: u64) -> Result<history::Pending, Engin
     loop {
         let page = store.list_page("events/", Some(&after), 10_000)?;
         for r in &page {
-            let e: Event = serde_json::from_slice(&r.value).map_err(|e| corrupt(&r.key, e))?;
+            let e = Event::decode(&r.key, &r.value)?;
             if let Some(a) = e.address {
                 pending.add(a, e.seq);
             }
@@ -690,12 +751,12 @@ impl Engine {
         seqs.dedup();
         let mut events = Vec::with_capacity(seqs.len());
         for r in reader.list(&format!("history/{addr}/"))? {
-            events.push(serde_json::from_slice::<Event>(&r.value).map_err(|e| corrupt(&r.key, e))?);
+            events.push(Event::decode(&r.key, &r.value)?);
         }
         for seq in seqs {
             // Absent: expired after the entry was read.
             if let Some(r) = reader.get(&seq_key(seq))? {
-                events.push(serde_json::from_slice(&r.value).map_err(|e| corrupt(&r.key, e))?);
+                events.push(Event::decode(&r.key, &r.value)?);
             }
         }
         drop(reader);
@@ -1391,7 +1452,7 @@ impl Writer {
         let mut buckets = BTreeSet::new();
         let mut expired = 0;
         for r in reader.list_page("events/", None, 1000)? {
-            match serde_json::from_slice::<Event>(&r.value) {
+            match Event::decode(&r.key, &r.value) {
                 Ok(e) if e.time >= cutoff => break,
                 Ok(e) => {
                     if let Some(a) = e.address {
@@ -1533,7 +1594,7 @@ impl Writer {
                     }
                     let mut index = lock(&shared.history);
                     for e in &extra.events {
-                        txn.put(&seq_key(e.seq), serde_json::to_vec(e).unwrap_or_default())?;
+                        txn.put(&seq_key(e.seq), e.encode())?;
                         if let Some(a) = e.address {
                             index.add(a, e.seq);
                         }

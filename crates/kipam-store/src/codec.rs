@@ -11,13 +11,19 @@
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
+use ipnet::IpNet;
 use kipam_core::{BlockSummary, Lease, Millis};
+use serde::Deserialize;
 
 /// Format byte of a block body record.
 pub const BLOCK_FORMAT: u8 = 1;
 /// Format byte of a node summaries record written now (2: varint deltas; 1, fixed-width
 /// fields, is still read).
 pub const NODE_FORMAT: u8 = 2;
+
+/// Format byte of an event record (`events/{seq}`) written now: binary. Records written
+/// before are JSON (they start with `{`) and are still read.
+pub const EVENT_FORMAT: u8 = 1;
 
 /// Format byte of a claims index record written now (3: binary, with the event seq it is
 /// complete up to). Format 2 (the same without the seq) and the JSON form before it
@@ -463,6 +469,251 @@ fn decode_node_v1(mut r: Reader<'_>) -> Result<Vec<(u128, BlockSummary)>, String
     Ok(out)
 }
 
+/// One history event as stored under `events/{seq}` (kipamd writes them; its history,
+/// its log tail and its history index read them).
+#[derive(Clone, Debug, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct EventRecord {
+    /// Sequence number, increasing.
+    pub seq: u64,
+    /// When (ms since the epoch).
+    pub time: Millis,
+    /// What: `allocate`, `release`, `reclaim`, `lease`, `lease-release` (a kind this
+    /// version does not know is kept as its name).
+    pub kind: String,
+    /// The pool.
+    pub pool: String,
+    /// The address, for address events.
+    #[serde(default)]
+    pub address: Option<IpAddr>,
+    /// The prefix, for lease events.
+    #[serde(default)]
+    pub prefix: Option<IpNet>,
+    /// The handle (or lease owner).
+    pub handle: String,
+    /// The node.
+    #[serde(default)]
+    pub node: Option<String>,
+    /// The handle's attributes at the time.
+    #[serde(default)]
+    pub attrs: BTreeMap<String, String>,
+}
+
+/// An event's fields, borrowed, for [`encode_event`] (the writer encodes its own event
+/// type without copying its strings).
+#[derive(Clone, Copy, Debug)]
+pub struct EventFields<'a> {
+    /// Sequence number.
+    pub seq: u64,
+    /// When.
+    pub time: Millis,
+    /// The kind's name.
+    pub kind: &'a str,
+    /// The pool.
+    pub pool: &'a str,
+    /// The address.
+    pub address: Option<IpAddr>,
+    /// The prefix.
+    pub prefix: Option<IpNet>,
+    /// The handle.
+    pub handle: &'a str,
+    /// The node.
+    pub node: Option<&'a str>,
+    /// The attributes.
+    pub attrs: &'a BTreeMap<String, String>,
+}
+
+impl EventRecord {
+    /// Its fields, borrowed.
+    pub fn fields(&self) -> EventFields<'_> {
+        EventFields {
+            seq: self.seq,
+            time: self.time,
+            kind: &self.kind,
+            pool: &self.pool,
+            address: self.address,
+            prefix: self.prefix,
+            handle: &self.handle,
+            node: self.node.as_deref(),
+            attrs: &self.attrs,
+        }
+    }
+}
+
+/// Event kinds with a one-byte code (0: the name follows as a string).
+const EVENT_KINDS: [&str; 5] = ["allocate", "release", "reclaim", "lease", "lease-release"];
+
+const EV_ADDRESS: u8 = 1;
+const EV_PREFIX: u8 = 2;
+const EV_NODE: u8 = 4;
+const EV_ATTRS: u8 = 8;
+
+impl Writer {
+    /// A string with a varint length (short strings are the common case here).
+    fn vstr(&mut self, s: &str) {
+        self.varint(s.len() as u128);
+        self.0.extend_from_slice(s.as_bytes());
+    }
+    fn ip(&mut self, a: IpAddr) {
+        match a {
+            IpAddr::V4(v4) => {
+                self.u8(4);
+                self.0.extend_from_slice(&v4.octets());
+            }
+            IpAddr::V6(v6) => {
+                self.u8(6);
+                self.0.extend_from_slice(&v6.octets());
+            }
+        }
+    }
+}
+
+impl Reader<'_> {
+    fn vstr(&mut self) -> Result<String, String> {
+        let n = usize::try_from(self.varint()?)
+            .map_err(|_| format!("{} record has a string too long", self.what))?;
+        let bytes = self.take(n)?;
+        String::from_utf8(bytes.to_vec())
+            .map_err(|_| format!("{} record holds a non-UTF-8 string", self.what))
+    }
+    fn ip(&mut self) -> Result<IpAddr, String> {
+        match self.u8()? {
+            4 => Ok(IpAddr::from(self.array::<4>()?)),
+            6 => Ok(IpAddr::from(self.array::<16>()?)),
+            other => Err(format!(
+                "{} record has an address of family {other}",
+                self.what
+            )),
+        }
+    }
+}
+
+/// Encodes an event: format byte 1; varints seq and time; the kind as a byte (1
+/// allocate, 2 release, 3 reclaim, 4 lease, 5 lease-release; 0 and the name as a string);
+/// pool and handle as strings; a flags byte (bit 0 address, 1 prefix, 2 node, 3
+/// attributes follow); the address (a byte 4 or 6, then its octets); the prefix (the same,
+/// then its length as a byte); the node as a string; a varint count of attributes, then
+/// each name and value as strings. Strings are a varint byte length and UTF-8 bytes.
+/// An allocate event takes a third of its JSON when its strings are short, two thirds for
+/// a CNI attachment with pod attributes (the key and the attributes are most of it).
+pub fn encode_event(e: &EventFields<'_>) -> Vec<u8> {
+    let mut w = Writer(Vec::with_capacity(
+        32 + e.pool.len() + e.handle.len() + e.node.map_or(0, str::len),
+    ));
+    w.u8(EVENT_FORMAT);
+    w.varint(u128::from(e.seq));
+    w.varint(u128::from(e.time));
+    match EVENT_KINDS.iter().position(|k| *k == e.kind) {
+        Some(i) => w.u8(i as u8 + 1),
+        None => {
+            w.u8(0);
+            w.vstr(e.kind);
+        }
+    }
+    w.vstr(e.pool);
+    w.vstr(e.handle);
+    let mut flags = 0;
+    if e.address.is_some() {
+        flags |= EV_ADDRESS;
+    }
+    if e.prefix.is_some() {
+        flags |= EV_PREFIX;
+    }
+    if e.node.is_some() {
+        flags |= EV_NODE;
+    }
+    if !e.attrs.is_empty() {
+        flags |= EV_ATTRS;
+    }
+    w.u8(flags);
+    if let Some(a) = e.address {
+        w.ip(a);
+    }
+    if let Some(p) = e.prefix {
+        w.ip(p.network());
+        w.u8(p.prefix_len());
+    }
+    if let Some(n) = e.node {
+        w.vstr(n);
+    }
+    if !e.attrs.is_empty() {
+        w.varint(e.attrs.len() as u128);
+        for (k, v) in e.attrs {
+            w.vstr(k);
+            w.vstr(v);
+        }
+    }
+    w.0
+}
+
+/// Decodes an event, binary (format 1) or JSON (before it).
+pub fn decode_event(buf: &[u8]) -> Result<EventRecord, String> {
+    if buf.first() == Some(&b'{') {
+        return serde_json::from_slice(buf).map_err(|e| format!("event record: {e}"));
+    }
+    let mut r = Reader { buf, what: "event" };
+    r.format(EVENT_FORMAT)?;
+    let seq = r.varint64()?;
+    let time = r.varint64()?;
+    let kind = match r.u8()? {
+        0 => r.vstr()?,
+        code => EVENT_KINDS
+            .get(usize::from(code) - 1)
+            .ok_or_else(|| format!("event record has kind code {code}"))?
+            .to_string(),
+    };
+    let pool = r.vstr()?;
+    let handle = r.vstr()?;
+    let flags = r.u8()?;
+    if flags & !(EV_ADDRESS | EV_PREFIX | EV_NODE | EV_ATTRS) != 0 {
+        return Err(format!("event record has unknown flags {flags:#x}"));
+    }
+    let address = if flags & EV_ADDRESS != 0 {
+        Some(r.ip()?)
+    } else {
+        None
+    };
+    let prefix = if flags & EV_PREFIX != 0 {
+        let net = r.ip()?;
+        let len = r.u8()?;
+        Some(IpNet::new(net, len).map_err(|_| format!("event record has a prefix /{len}"))?)
+    } else {
+        None
+    };
+    let node = if flags & EV_NODE != 0 {
+        Some(r.vstr()?)
+    } else {
+        None
+    };
+    let mut attrs = BTreeMap::new();
+    if flags & EV_ATTRS != 0 {
+        let n = r.varint()?;
+        // Each attribute takes at least two bytes: a corrupt count runs out of record.
+        if n > r.buf.len() as u128 {
+            return Err(format!(
+                "event record claims {n} attributes but is too short"
+            ));
+        }
+        for _ in 0..n {
+            let k = r.vstr()?;
+            let v = r.vstr()?;
+            attrs.insert(k, v);
+        }
+    }
+    r.end()?;
+    Ok(EventRecord {
+        seq,
+        time,
+        kind,
+        pool,
+        address,
+        prefix,
+        handle,
+        node,
+        attrs,
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -581,6 +832,112 @@ mod tests {
             let _ = decode_block(&bytes);
             let _ = decode_node(&bytes);
             let _ = decode_claims(&bytes);
+            let _ = decode_event(&bytes);
+            let mut event = vec![EVENT_FORMAT];
+            event.extend_from_slice(&bytes);
+            let _ = decode_event(&event);
         }
+    }
+
+    fn cni_event() -> EventRecord {
+        EventRecord {
+            seq: 1_234_567,
+            time: 1_795_696_224_697,
+            kind: "allocate".into(),
+            pool: "pods-v4".into(),
+            address: "10.22.3.4".parse().ok(),
+            prefix: None,
+            handle: format!("cni-net/{}/eth0", "3f2a".repeat(16)),
+            node: Some("worker-17".into()),
+            attrs: BTreeMap::from([
+                ("K8S_POD_NAMESPACE".to_string(), "default".to_string()),
+                (
+                    "K8S_POD_NAME".to_string(),
+                    "web-6d4cf56db6-x7k2p".to_string(),
+                ),
+                (
+                    "K8S_POD_UID".to_string(),
+                    "0b5a8f3e-6c1d-4f2a-9e7b-2d8c4a1f5e90".to_string(),
+                ),
+            ]),
+        }
+    }
+
+    #[test]
+    fn events_round_trip_and_json_is_still_read() {
+        let e = cni_event();
+        let bytes = encode_event(&e.fields());
+        assert_eq!(decode_event(&bytes), Ok(e.clone()));
+        let lease = EventRecord {
+            kind: "lease-release".into(),
+            address: None,
+            prefix: "fd00:5::/64".parse().ok(),
+            node: None,
+            attrs: BTreeMap::new(),
+            ..e.clone()
+        };
+        assert_eq!(decode_event(&encode_event(&lease.fields())), Ok(lease));
+        let odd = EventRecord {
+            kind: "renumber".into(),
+            ..e.clone()
+        };
+        assert_eq!(
+            decode_event(&encode_event(&odd.fields())).map(|r| r.kind),
+            Ok("renumber".to_string()),
+            "a kind without a code keeps its name"
+        );
+        // What earlier versions wrote.
+        let json = r#"{"seq":7,"time":9,"kind":"release","pool":"p","address":"10.0.0.1","handle":"h","node":"n"}"#;
+        let old = decode_event(json.as_bytes()).map(|r| (r.seq, r.kind, r.address, r.node));
+        assert_eq!(
+            old,
+            Ok((
+                7,
+                "release".to_string(),
+                "10.0.0.1".parse().ok(),
+                Some("n".to_string())
+            ))
+        );
+        // Why binary: the field names and the address text go; a CNI allocate event,
+        // mostly its handle key and pod attributes, takes two thirds of its JSON.
+        let as_json = format!(
+            r#"{{"seq":{},"time":{},"kind":"allocate","pool":"{}","address":"10.22.3.4","handle":"{}","node":"worker-17","attrs":{}}}"#,
+            e.seq,
+            e.time,
+            e.pool,
+            e.handle,
+            serde_json::to_string(&e.attrs).unwrap_or_default()
+        );
+        assert!(
+            bytes.len() * 3 < as_json.len() * 2 + 30,
+            "{} bytes against {} of JSON",
+            bytes.len(),
+            as_json.len()
+        );
+    }
+
+    #[test]
+    fn bad_events_are_refused() {
+        let good = encode_event(&cni_event().fields());
+        for cut in 1..good.len() {
+            assert!(decode_event(&good[..cut]).is_err(), "truncated at {cut}");
+        }
+        let mut trailing = good.clone();
+        trailing.push(0);
+        assert!(decode_event(&trailing).is_err(), "trailing bytes");
+        assert!(decode_event(&[2]).is_err(), "unknown format");
+        assert!(
+            decode_event(&[1, 1, 1, 9, 0, 0, 0]).is_err(),
+            "unknown kind code"
+        );
+        assert!(
+            decode_event(&[1, 1, 1, 1, 0, 0, 0x10]).is_err(),
+            "unknown flag"
+        );
+        assert!(
+            decode_event(&[1, 1, 1, 1, 0, 0, 1, 5, 0, 0, 0, 0]).is_err(),
+            "family 5"
+        );
+        assert!(decode_event(b"{").is_err(), "bad JSON");
     }
 }

@@ -55,7 +55,6 @@ use std::net::IpAddr;
 use std::sync::Arc;
 
 use kipam_core::{Dirty, Handle, HeldAddr, HeldAddrs, Ipam, Millis, PoolDirty, Prefix};
-use serde::Deserialize;
 
 use crate::ipam::{IpamError, Result};
 use crate::store::{Record, Store, StoreError, Txn};
@@ -97,22 +96,6 @@ pub struct TailEvent {
     pub node: String,
     /// The handle's attributes.
     pub attrs: BTreeMap<String, String>,
-}
-
-/// The fields of an event record a load needs (kipamd writes more).
-#[derive(Deserialize)]
-struct Stored {
-    seq: u64,
-    time: Millis,
-    kind: String,
-    pool: String,
-    #[serde(default)]
-    address: Option<IpAddr>,
-    handle: String,
-    #[serde(default)]
-    node: Option<String>,
-    #[serde(default)]
-    attrs: BTreeMap<String, String>,
 }
 
 fn number(key: &str, rec: Option<Record>) -> Result<Option<u64>> {
@@ -165,10 +148,11 @@ pub fn read_tail(txn: &mut dyn Txn) -> Result<Option<Vec<TailEvent>>> {
     loop {
         let page = txn.list_page(EVENTS_PREFIX, Some(&after), PAGE)?;
         for rec in &page {
-            let e: Stored = serde_json::from_slice(&rec.value).map_err(|e| IpamError::Corrupt {
-                key: rec.key.clone(),
-                detail: e.to_string(),
-            })?;
+            let e =
+                crate::codec::decode_event(&rec.value).map_err(|detail| IpamError::Corrupt {
+                    key: rec.key.clone(),
+                    detail,
+                })?;
             let allocate = match e.kind.as_str() {
                 "allocate" => true,
                 "release" | "reclaim" => false,

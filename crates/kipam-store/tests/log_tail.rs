@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use kipam_core::{AllocRequest, Ipam, Millis, PoolConfig};
+use kipam_store::codec::{EventRecord, encode_event};
 use kipam_store::ipam::write_changes;
 use kipam_store::log::{self, Folder};
 use kipam_store::{IpamError, IpamStore, MemStore, Txn, transact};
@@ -38,7 +39,7 @@ struct Writer {
     folder: Folder,
     seq: u64,
     now: Millis,
-    events: Vec<serde_json::Value>,
+    events: Vec<EventRecord>,
 }
 
 impl Writer {
@@ -65,16 +66,37 @@ impl Writer {
 
     fn event(&mut self, kind: &str, pool: &str, addr: IpAddr, handle: &str, node: &str) {
         self.seq += 1;
-        self.events.push(serde_json::json!({
-            "seq": self.seq,
-            "time": self.now,
-            "kind": kind,
-            "pool": pool,
-            "address": addr,
-            "handle": handle,
-            "node": node,
-            "attrs": {"k8s_pod_name": format!("pod-{handle}")},
-        }));
+        self.events.push(EventRecord {
+            seq: self.seq,
+            time: self.now,
+            kind: kind.into(),
+            pool: pool.into(),
+            address: Some(addr),
+            prefix: None,
+            handle: handle.into(),
+            node: Some(node.into()),
+            attrs: BTreeMap::from([("k8s_pod_name".into(), format!("pod-{handle}"))]),
+        });
+    }
+
+    /// An event as kipamd writes it (binary), every third as earlier versions did (JSON):
+    /// a tail written across an upgrade holds both.
+    fn stored(e: &EventRecord) -> Vec<u8> {
+        if e.seq.is_multiple_of(3) {
+            serde_json::to_vec(&serde_json::json!({
+                "seq": e.seq,
+                "time": e.time,
+                "kind": e.kind,
+                "pool": e.pool,
+                "address": e.address,
+                "handle": e.handle,
+                "node": e.node,
+                "attrs": e.attrs,
+            }))
+            .unwrap_or_default()
+        } else {
+            encode_event(&e.fields())
+        }
     }
 
     fn allocate(&mut self, handle: &str, node: &str, dual: bool) {
@@ -108,11 +130,7 @@ impl Writer {
         transact(&self.store, |txn: &mut dyn Txn| -> Result<(), IpamError> {
             write_changes(txn, ipam, &plan.changes, seq)?;
             for e in &events {
-                let s = e["seq"].as_u64().unwrap_or_default();
-                txn.put(
-                    &log::event_key(s),
-                    serde_json::to_vec(e).unwrap_or_default(),
-                )?;
+                txn.put(&log::event_key(e.seq), Writer::stored(e))?;
             }
             txn.put(log::SEQ_KEY, seq.to_string().into_bytes())?;
             txn.put(log::FOLDED_KEY, plan.folded.to_string().into_bytes())?;
