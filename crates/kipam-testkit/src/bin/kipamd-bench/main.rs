@@ -23,7 +23,7 @@ mod report;
 
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use kipam_core::PoolConfig;
@@ -36,6 +36,9 @@ use crate::report::{Large, Run};
 pub type Error = kipam_testkit::BenchError;
 /// Result alias.
 pub type Result<T, E = Error> = std::result::Result<T, E>;
+
+/// How often a throughput run's rate and kipamd's CPU are sampled.
+const SAMPLE_EVERY: Duration = Duration::from_secs(2);
 
 const USAGE: &str = "usage: kipamd-bench [options]
   --clients LIST     concurrent clients per run, comma-separated [1,16,64]
@@ -175,7 +178,15 @@ fn run(o: &Options) -> Result<()> {
             let cpu0 = d.cpu()?;
             let own0 = daemon::cpu_of("/proc/self/stat")?;
             let tag = format!("{transport}{n}");
-            let (alloc, handles) = load::allocate(&clients, &tag, Amount::For(o.duration), None)?;
+            let progress = AtomicU64::new(0);
+            let done = AtomicBool::new(false);
+            let (alloc, handles, timeline) = std::thread::scope(|s| {
+                let sampler = s.spawn(|| sample(d.pid(), &progress, &done));
+                let out = load::allocate(&clients, &tag, Amount::For(o.duration), Some(&progress));
+                done.store(true, Ordering::Relaxed);
+                let timeline = sampler.join().unwrap_or_default();
+                out.map(|(alloc, handles)| (alloc, handles, timeline))
+            })?;
             let cpu = d.cpu()?.saturating_sub(cpu0);
             let own = daemon::cpu_of("/proc/self/stat")?.saturating_sub(own0);
             let m1 = d.metrics()?;
@@ -195,6 +206,7 @@ fn run(o: &Options) -> Result<()> {
                 busy: machine_busy(alloc.wall, cpu + own),
                 alloc,
                 release,
+                timeline,
             });
         }
     }
@@ -205,6 +217,37 @@ fn run(o: &Options) -> Result<()> {
     let large = if o.fill > 0 { Some(large(o)?) } else { None };
     report::print(&runs, large.as_ref(), o.duration);
     Ok(())
+}
+
+/// Every [`SAMPLE_EVERY`] until `done`: the allocations made since the last sample (per
+/// second) and kipamd's CPU time per allocation meanwhile. A run that slows down as the
+/// store grows shows it here, where the run's mean hides it.
+fn sample(pid: u32, progress: &AtomicU64, done: &AtomicBool) -> Vec<(f64, Duration)> {
+    let stat = format!("/proc/{pid}/stat");
+    let mut out = Vec::new();
+    let (mut n0, mut cpu0, mut t0) = (
+        progress.load(Ordering::Relaxed),
+        daemon::cpu_of(&stat).unwrap_or_default(),
+        Instant::now(),
+    );
+    while !done.load(Ordering::Relaxed) {
+        std::thread::sleep(Duration::from_millis(50));
+        if t0.elapsed() < SAMPLE_EVERY {
+            continue;
+        }
+        let (n, cpu, t) = (
+            progress.load(Ordering::Relaxed),
+            daemon::cpu_of(&stat).unwrap_or_default(),
+            Instant::now(),
+        );
+        let made = n.saturating_sub(n0);
+        out.push((
+            made as f64 / t.duration_since(t0).as_secs_f64(),
+            cpu.saturating_sub(cpu0) / (made.max(1) as u32),
+        ));
+        (n0, cpu0, t0) = (n, cpu, t);
+    }
+    out
 }
 
 /// Fill through the API, read RSS, restart, time readiness, read RSS again.

@@ -54,6 +54,8 @@ pub struct Run {
     pub client_cpu_per_alloc: Duration,
     /// Share of the machine's CPU time kipamd and the clients used together.
     pub busy: f64,
+    /// Every 2 s of the allocation phase: allocations per second, kipamd CPU per allocation.
+    pub timeline: Vec<(f64, Duration)>,
 }
 
 /// The 1M-allocation part.
@@ -126,6 +128,23 @@ pub fn print(runs: &[Run], large: Option<&Large>, duration: Duration) {
         );
     }
     println!();
+    if runs.iter().any(|r| r.timeline.len() >= 3) {
+        println!(
+            "Over time: allocations per second and kipamd CPU per allocation, every 2 s of \
+             the allocation phase.\n"
+        );
+        println!("| transport | clients | alloc/s (kipamd CPU / alloc) |");
+        println!("|---|---:|---|");
+        for r in runs.iter().filter(|r| r.timeline.len() >= 3) {
+            let cells: Vec<String> = r
+                .timeline
+                .iter()
+                .map(|(rate, cpu)| format!("{rate:.0} ({:.0} µs)", cpu.as_secs_f64() * 1e6))
+                .collect();
+            println!("| {} | {} | {} |", r.transport, r.clients, cells.join(", "));
+        }
+        println!();
+    }
     if let Some(l) = large {
         println!("| {} allocations held | value |", l.held);
         println!("|---|---:|");
