@@ -1139,9 +1139,9 @@ pub fn write_dirty(txn: &mut dyn Txn, ipam: &mut Ipam) -> Result<()> {
 }
 
 /// Writes the records `dirty` names as `ipam` holds them now (kipamd, which takes the
-/// dirty set itself to write some records later than others; see [`crate::log`]). `seq`:
-/// the last event of the commit, every block claimed up to which a claims record written
-/// here includes.
+/// dirty set itself to write some records later than others; see [`crate::log`]). `seq`
+/// is the commit's last event: a claims record written here holds every block claimed up
+/// to it.
 pub fn write_changes(txn: &mut dyn Txn, ipam: &Ipam, dirty: &Dirty, seq: u64) -> Result<()> {
     Loader {
         txn,
