@@ -11,6 +11,11 @@
 //! filling the pool completely and then releasing a pseudo-random share of it, so free
 //! addresses are scattered over every block rather than sitting in fresh blocks.
 //!
+//! The `churn` workloads run the same loop the way kipamd drives the engine: a key never
+//! seen before for every allocation, and the dirty set taken every 64 pairs (once per
+//! group commit), which is what frees a released handle's key and id. The other
+//! workloads never take it, so their released keys stay interned and come back.
+//!
 //! The loop calls [`Ipam::allocate_held`] and [`Ipam::release_held`], the forms a daemon
 //! answering requests uses: they hand back the addresses the caller needs without copying
 //! them (`allocate` and `release_handle` return the same addresses as new `Vec`s).
@@ -145,14 +150,49 @@ fn empty_beside_full() -> Ipam {
     ipam
 }
 
+/// Runs `step` once per iteration, on the state `init` builds when criterion first runs
+/// the workload (so a workload the command line filters out costs nothing, and one run
+/// per workload (`cargo bench ... -- '/12/99%-fill$'`) measures it on a heap no other
+/// workload's million allocations have churned; docs/BENCHMARKS.md gives both kinds of
+/// run), then checks the state.
+fn measured(
+    c: &mut Criterion,
+    group: &str,
+    name: &str,
+    init: impl FnOnce() -> Ipam,
+    mut step: impl FnMut(&mut Ipam),
+) {
+    let mut init = Some(init);
+    let mut state: Option<Ipam> = None;
+    let mut g = c.benchmark_group(group);
+    g.throughput(Throughput::Elements(1));
+    g.bench_function(name, |b| {
+        let ipam = state.get_or_insert_with(|| init.take().map_or_else(Ipam::new, |f| f()));
+        b.iter(|| step(ipam));
+    });
+    g.finish();
+    if let Some(ipam) = state {
+        ipam.check().expect("consistent after the run");
+    }
+}
+
+/// `build`'s state with the first half of `reqs` allocated (the ring's live handles),
+/// its changes taken: the store layer takes what changed after every operation, and the
+/// fill's changes are not part of the measurement.
+fn with_ring(build: impl FnOnce() -> Ipam, reqs: &[AllocRequest], now: Millis) -> Ipam {
+    let mut ipam = build();
+    for r in reqs {
+        ipam.allocate(r, now).expect("room for the ring");
+    }
+    drop(ipam.take_dirty());
+    ipam
+}
+
 /// One allocate + release per iteration. The handle released is the one allocated
 /// `ring() / 2` iterations earlier, so the ring always holds `ring() / 2` extra addresses and
-/// a handle's address is not the one allocated next (as with real pod churn).
-///
-/// The state is built by `build` when criterion first runs the workload, so a workload the
-/// command line filters out costs nothing, and one run per workload
-/// (`cargo bench ... -- '/12/99%-fill$'`) measures it on a heap no other workload's
-/// million allocations have churned (docs/BENCHMARKS.md gives both kinds of run).
+/// a handle's address is not the one allocated next (as with real pod churn). Nothing
+/// takes the dirty set in the loop, so released keys stay interned (retired) and come
+/// back; the dirty sets stay bounded by the blocks and the ring's handles touched.
 fn pairs(
     c: &mut Criterion,
     group: &str,
@@ -166,39 +206,59 @@ fn pairs(
     let reqs: Vec<AllocRequest> = (0..ring)
         .map(|i| request(format!("bench/{i}/eth0"), node(i * 7)))
         .collect();
-    let mut now = T0 + 1_000_000;
-    let mut build = Some(build);
-    let mut state: Option<Ipam> = None;
+    let start = T0 + 1_000_000;
+    let mut now = start;
     let mut i = 0usize;
-    let mut g = c.benchmark_group(group);
-    g.throughput(Throughput::Elements(1));
-    g.bench_function(name, |b| {
-        let ipam = state.get_or_insert_with(|| {
-            let mut ipam = build.take().map_or_else(Ipam::new, |f| f());
-            for r in &reqs[..ring / 2] {
-                ipam.allocate(r, now).expect("room for the ring");
-            }
-            // The store layer takes what changed after every operation; the fill's
-            // changes are not part of the measurement. In the loop the dirty sets stay
-            // bounded by the blocks and the ring's handles touched.
-            drop(ipam.take_dirty());
-            ipam
-        });
-        b.iter(|| {
-            // A mask, not `%`: the ring's size is known only at run time, and two integer
-            // divisions per pair (~10 ns) would be the bench measuring itself.
-            let add = &reqs[(i + ring / 2) & mask];
-            let del = &reqs[i & mask];
-            black_box(ipam.allocate_held(add, now).expect("room"));
-            black_box(ipam.release_held(&del.handle, now).expect("release"));
-            i += 1;
-            now += ms_per_pair;
-        });
+    let init = || with_ring(build, &reqs[..ring / 2], start);
+    measured(c, group, name, init, |ipam| {
+        // A mask, not `%`: the ring's size is known only at run time, and two integer
+        // divisions per pair (~10 ns) would be the bench measuring itself.
+        let add = &reqs[(i + ring / 2) & mask];
+        let del = &reqs[i & mask];
+        black_box(ipam.allocate_held(add, now).expect("room"));
+        black_box(ipam.release_held(&del.handle, now).expect("release"));
+        i += 1;
+        now += ms_per_pair;
     });
-    g.finish();
-    if let Some(ipam) = state {
-        ipam.check().expect("consistent after the run");
-    }
+}
+
+/// Pod churn as kipamd runs it: every pair allocates for a handle key never seen before
+/// (a new container) and releases the one allocated `ring() / 2` pairs earlier, and every
+/// `BATCH` pairs the dirty set is taken, as kipamd's writer does once per group commit (so
+/// released handles leave the key index and their ids are reused). The loop builds each
+/// new key in place (a counter written into a reused string), so it allocates nothing the
+/// engine does not.
+fn churn(c: &mut Criterion, group: &str, name: &str, build: impl FnOnce() -> Ipam) {
+    const BATCH: usize = 64;
+    let ring = ring();
+    let mask = ring - 1;
+    let mut keys: Vec<String> = (0..ring).map(|i| format!("churn/{i:012}/eth0")).collect();
+    let nodes: Vec<String> = (0..NODES).map(node).collect();
+    let first: Vec<AllocRequest> = (0..ring / 2)
+        .map(|k| request(keys[k].clone(), node(k * 7)))
+        .collect();
+    let mut req = request(String::new(), node(0));
+    let mut next = ring;
+    let mut i = 0usize;
+    let init = || with_ring(build, &first, T0);
+    measured(c, group, name, init, |ipam| {
+        use std::fmt::Write;
+        let add = (i + ring / 2) & mask;
+        // The ring's slot of the key allocated now gets a new key (its last holder was
+        // released ring / 2 pairs ago).
+        let key = &mut keys[add];
+        key.clear();
+        let _ = write!(key, "churn/{next:012}/eth0");
+        next += 1;
+        req.handle.clone_from(key);
+        req.node.clone_from(&nodes[(add * 7) % NODES]);
+        black_box(ipam.allocate_held(&req, T0).expect("room"));
+        black_box(ipam.release_held(&keys[i & mask], T0).expect("release"));
+        i += 1;
+        if i.is_multiple_of(BATCH) {
+            black_box(ipam.take_dirty());
+        }
+    });
 }
 
 fn ipv4_fill(c: &mut Criterion) {
@@ -218,6 +278,9 @@ fn ipv4_fill(c: &mut Criterion) {
     // second): about 3,000 addresses sit in quarantine at any time.
     for (percent, name) in [(0, "0%-fill-30s-delay"), (99, "99%-fill-30s-delay")] {
         pairs(c, "alloc+release /12", name, || filled_v4(percent, 30), 10);
+    }
+    for (percent, name) in [(0, "0%-fill-churn"), (99, "99%-fill-churn")] {
+        churn(c, "alloc+release /12", name, || filled_v4(percent, 0));
     }
 }
 
