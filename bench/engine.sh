@@ -12,11 +12,11 @@
 # one process, 0% and 99% first.
 #
 # Each workload runs three times (RUNS): the table gives the best of the runs' medians
-# and all of them. The 0% and 99% workloads (the 2x target's two sides) run in
-# alternation, and each round's ratio is printed too. On a shared VM other tenants slow a run down, never speed it up, so
+# and all of them. On a shared VM other tenants slow a run down, never speed it up, so
 # the best run is the one that measured the code (the standalone loop in
 # docs/BENCHMARKS.md moved from 177 to 260 ns and back within minutes, with nothing else
-# running in this VM).
+# running in this VM). The 0% and 99% workloads (the 2x target's two sides) run in
+# alternation, and each round's ratio is printed too.
 #
 # The `churn` workloads are pod churn the way kipamd drives the engine (a new key per pod,
 # the dirty set taken every 64 pairs like the writer's group commit); the targets are
