@@ -340,7 +340,10 @@ impl FreeBlocks {
     }
 
     fn remove(&mut self, base: u128) {
-        if let Ok(i) = self.find(base) {
+        // Most often the lowest, which the allocation just filled.
+        if self.0.last() == Some(&base) {
+            self.0.pop();
+        } else if let Ok(i) = self.find(base) {
             self.0.remove(i);
         }
     }
@@ -375,6 +378,7 @@ struct NodeBlocks {
 
 impl NodeBlocks {
     /// Moves `base` in the indexes from `old` to `new` (`None`: not indexed).
+    #[inline]
     fn reindex(&mut self, base: u128, old: Option<IndexKey>, new: Option<IndexKey>) {
         if old == new {
             return;
