@@ -16,7 +16,8 @@
 # the best run is the one that measured the code (the standalone loop in
 # docs/BENCHMARKS.md moved from 177 to 260 ns and back within minutes, with nothing else
 # running in this VM). The 0% and 99% workloads (the 2x target's two sides) run in
-# alternation, and each round's ratio is printed too.
+# alternation with the empty pool beside a million allocations, and each round's ratios
+# are printed too.
 #
 # The `churn` workloads are pod churn the way kipamd drives the engine (a new key per pod,
 # the dirty set taken every 64 pairs like the writer's group commit); the targets are
@@ -77,20 +78,27 @@ row() {
 
 # The two workloads of the 2x target run in alternation (0%, 99%, 0%, 99%, ...), so each
 # round's pair saw the same neighbours on the host; run one after the other, a noisy
-# minute could land on one side of the ratio only.
+# minute could land on one side of the ratio only. Each round also runs the empty pool
+# beside a million allocations, the 99% workload's memory without its fill: 99% against
+# it is what the fill itself costs, against 0% the fill and the state's size together
+# (the part a busy host inflates).
 round_ratios=()
+beside_ratios=()
+add_run() { runs_of[$1]="${runs_of[$1]:+${runs_of[$1]} }$2"; }
 for _ in $(seq "$runs"); do
     a=$(run_once "/12/0%-fill")
     b=$(run_once "/12/99%-fill")
-    runs_of[/12/0%-fill]="${runs_of[/12/0%-fill]:+${runs_of[/12/0%-fill]} }$a"
-    runs_of[/12/99%-fill]="${runs_of[/12/99%-fill]:+${runs_of[/12/99%-fill]} }$b"
+    c=$(run_once "/12/0%-fill-beside-1M")
+    add_run "/12/0%-fill" "$a"
+    add_run "/12/99%-fill" "$b"
+    add_run "/12/0%-fill-beside-1M" "$c"
     round_ratios+=("$(awk -v a="$b" -v b="$a" 'BEGIN { printf "%.2f", a / b }')x")
+    beside_ratios+=("$(awk -v a="$b" -v b="$c" 'BEGIN { printf "%.2f", a / b }')x")
 done
-for w in "/12/50%-fill" "/12/0%-fill-beside-1M" "/12/0%-fill-30s-delay" \
+for w in "/12/50%-fill" "/12/0%-fill-30s-delay" \
     "/12/99%-fill-30s-delay" "/64/1M-allocated-ipv6" "/12/0%-fill-churn" "/12/99%-fill-churn"; do
     for _ in $(seq "$runs"); do
-        v=$(run_once "$w")
-        runs_of[$w]="${runs_of[$w]:+${runs_of[$w]} }$v"
+        add_run "$w" "$(run_once "$w")"
     done
 done
 
@@ -103,6 +111,7 @@ for w in "/12/0%-fill" "/12/50%-fill" "/12/99%-fill" "/12/0%-fill-beside-1M" \
 done
 echo
 echo "99%/0% in each round (the two run back to back): ${round_ratios[*]}"
+echo "99%/0%-beside-1M in each round (the fill alone): ${beside_ratios[*]}"
 echo
 
 cargo bench -p kipam-core --bench memory 2>/dev/null | sed -n 's/^memory\/\(.*\): \(.*\)$/- memory, \1: \2/p'
