@@ -378,7 +378,6 @@ struct NodeBlocks {
 
 impl NodeBlocks {
     /// Moves `base` in the indexes from `old` to `new` (`None`: not indexed).
-    #[inline]
     fn reindex(&mut self, base: u128, old: Option<IndexKey>, new: Option<IndexKey>) {
         if old == new {
             return;
