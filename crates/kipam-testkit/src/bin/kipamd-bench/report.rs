@@ -130,8 +130,9 @@ pub fn print(runs: &[Run], large: Option<&Large>, duration: Duration) {
     println!();
     if runs.iter().any(|r| r.timeline.len() >= 3) {
         println!(
-            "Over time: allocations per second and kipamd CPU per allocation, every 2 s of \
-             the allocation phase.\n"
+            "Over time: allocations per second and kipamd CPU per allocation, every {} s of \
+             the allocation phase.\n",
+            crate::SAMPLE_EVERY.as_secs_f64()
         );
         println!("| transport | clients | alloc/s (kipamd CPU / alloc) |");
         println!("|---|---:|---|");
