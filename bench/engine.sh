@@ -19,6 +19,12 @@
 # alternation with the empty pool beside a million allocations, and each round's ratios
 # are printed too.
 #
+# Beside criterion's estimate, each run gives the 10th percentile of its samples' times
+# per pair (criterion takes 100 samples of 1 to 100 times a base count of pairs, ~0.5 to
+# 60 ms each): a neighbour that takes the CPU or the L3 for a few seconds slows the
+# samples it overlaps, and the fastest tenth are the ones it left alone. The verdicts are
+# given on both.
+#
 # The `churn` workloads are pod churn the way kipamd drives the engine (a new key per pod,
 # the dirty set taken every 64 pairs like the writer's group commit); the targets are
 # measured without that bookkeeping, which is the store layer's.
@@ -68,12 +74,24 @@ run_once() {
     echo "$v"
 }
 
-declare -A ns runs_of
+# The 10th percentile of the per-pair times of the samples of workload $1's last run, in
+# nanoseconds (criterion's sample.json: `iters` and `times` in ns, one entry per sample).
+p10_ns() {
+    local f="$CARGO_TARGET_DIR/criterion/alloc+release _${1#/}/new/sample.json"
+    awk '{
+        match($0, /"iters":\[[^]]*\]/); n = split(substr($0, RSTART + 9, RLENGTH - 10), it, ",")
+        match($0, /"times":\[[^]]*\]/); split(substr($0, RSTART + 9, RLENGTH - 10), tm, ",")
+        for (k = 1; k <= n; k++) printf "%.1f\n", tm[k] / it[k]
+    }' "$f" | sort -g | awk '{ v[NR] = $1 } END { k = int((NR + 9) / 10); if (k > 0) print v[k] }'
+}
+
+declare -A ns runs_of p10 p10_of
 row() {
     local w=$1 best
     best=$(tr ' ' '\n' <<<"${runs_of[$w]}" | sort -g | head -1)
     ns[$w]=$best
-    echo "| alloc+release $w | $best | $(awk -v v="$best" 'BEGIN { printf "%.2f M", 1000 / v }') | ${runs_of[$w]} |"
+    p10[$w]=$(tr ' ' '\n' <<<"${p10_of[$w]}" | sort -g | head -1)
+    echo "| alloc+release $w | $best | $(awk -v v="$best" 'BEGIN { printf "%.2f M", 1000 / v }') | ${runs_of[$w]} | ${p10[$w]} (${p10_of[$w]}) |"
 }
 
 # The two workloads of the 2x target run in alternation (0%, 99%, 0%, 99%, ...), so each
@@ -84,26 +102,35 @@ row() {
 # (the part a busy host inflates).
 round_ratios=()
 beside_ratios=()
-add_run() { runs_of[$1]="${runs_of[$1]:+${runs_of[$1]} }$2"; }
+round_p10_ratios=()
+add_run() {
+    runs_of[$1]="${runs_of[$1]:+${runs_of[$1]} }$2"
+    p10_of[$1]="${p10_of[$1]:+${p10_of[$1]} }$(p10_ns "$1")"
+}
+last_p10() { awk '{ print $NF }' <<<"${p10_of[$1]}"; }
 for _ in $(seq "$runs"); do
-    a=$(run_once "/12/0%-fill")
-    b=$(run_once "/12/99%-fill")
-    c=$(run_once "/12/0%-fill-beside-1M")
-    add_run "/12/0%-fill" "$a"
-    add_run "/12/99%-fill" "$b"
-    add_run "/12/0%-fill-beside-1M" "$c"
+    for w in "/12/0%-fill" "/12/99%-fill" "/12/0%-fill-beside-1M"; do
+        v=$(run_once "$w")
+        add_run "$w" "$v"
+    done
+    a=$(awk '{ print $NF }' <<<"${runs_of[/12/0%-fill]}")
+    b=$(awk '{ print $NF }' <<<"${runs_of[/12/99%-fill]}")
+    c=$(awk '{ print $NF }' <<<"${runs_of[/12/0%-fill-beside-1M]}")
+    round_p10_ratios+=("$(awk -v a="$(last_p10 "/12/99%-fill")" -v b="$(last_p10 "/12/0%-fill")" \
+        'BEGIN { printf "%.2f", a / b }')x")
     round_ratios+=("$(awk -v a="$b" -v b="$a" 'BEGIN { printf "%.2f", a / b }')x")
     beside_ratios+=("$(awk -v a="$b" -v b="$c" 'BEGIN { printf "%.2f", a / b }')x")
 done
 for w in "/12/50%-fill" "/12/0%-fill-30s-delay" \
     "/12/99%-fill-30s-delay" "/64/1M-allocated-ipv6" "/12/0%-fill-churn" "/12/99%-fill-churn"; do
     for _ in $(seq "$runs"); do
-        add_run "$w" "$(run_once "$w")"
+        v=$(run_once "$w")
+        add_run "$w" "$v"
     done
 done
 
-echo "| workload | ns per pair (best of $runs) | pairs per second | every run (ns) |"
-echo "|---|---:|---:|---|"
+echo "| workload | ns per pair (best of $runs) | pairs per second | every run (ns) | 10th percentile of samples, best (each run) |"
+echo "|---|---:|---:|---|---|"
 for w in "/12/0%-fill" "/12/50%-fill" "/12/99%-fill" "/12/0%-fill-beside-1M" \
     "/12/0%-fill-30s-delay" "/12/99%-fill-30s-delay" "/64/1M-allocated-ipv6" \
     "/12/0%-fill-churn" "/12/99%-fill-churn"; do
@@ -112,6 +139,7 @@ done
 echo
 echo "99%/0% in each round (the two run back to back): ${round_ratios[*]}"
 echo "99%/0%-beside-1M in each round (the fill alone): ${beside_ratios[*]}"
+echo "99%/0% in each round, 10th percentiles of samples: ${round_p10_ratios[*]}"
 echo
 
 cargo bench -p kipam-core --bench memory 2>/dev/null | sed -n 's/^memory\/\(.*\): \(.*\)$/- memory, \1: \2/p'
@@ -119,10 +147,14 @@ echo
 
 ratio=$(awk -v a="${ns[/12/99%-fill]}" -v b="${ns[/12/0%-fill]}" 'BEGIN { printf "%.2f", a / b }')
 rate=$(awk -v v="${ns[/12/0%-fill]}" 'BEGIN { printf "%.0f", 1e9 / v }')
+p10_ratio=$(awk -v a="${p10[/12/99%-fill]}" -v b="${p10[/12/0%-fill]}" 'BEGIN { printf "%.2f", a / b }')
+p10_rate=$(awk -v v="${p10[/12/0%-fill]}" 'BEGIN { printf "%.0f", 1e9 / v }')
 verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo "**missed**"; fi; }
-echo "| target (issue 2) | measured | |"
-echo "|---|---|---|"
-echo "| >= 5,000,000 pairs/s at 0% fill | $rate /s | $(verdict "$rate >= 5000000") |"
-echo "| 99%-fill within 2x of 0%-fill | ${ratio}x | $(verdict "$ratio <= 2") |"
+echo "| target (issue 2) | criterion's estimate, best run | | 10th percentile of samples, best run | |"
+echo "|---|---|---|---|---|"
+echo "| >= 5,000,000 pairs/s at 0% fill | $rate /s | $(verdict "$rate >= 5000000") |" \
+    "$p10_rate /s | $(verdict "$p10_rate >= 5000000") |"
+echo "| 99%-fill within 2x of 0%-fill | ${ratio}x | $(verdict "$ratio <= 2") |" \
+    "${p10_ratio}x | $(verdict "$p10_ratio <= 2") |"
 echo
 echo "load average after: $(cut -d' ' -f1-3 /proc/loadavg)"
