@@ -78,6 +78,10 @@ run_once() {
 # nanoseconds (criterion's sample.json: `iters` and `times` in ns, one entry per sample).
 p10_ns() {
     local f="$CARGO_TARGET_DIR/criterion/alloc+release _${1#/}/new/sample.json"
+    if [ ! -f "$f" ]; then
+        echo "engine.sh: no samples of $1 at $f" >&2
+        exit 1
+    fi
     awk '{
         match($0, /"iters":\[[^]]*\]/); n = split(substr($0, RSTART + 9, RLENGTH - 10), it, ",")
         match($0, /"times":\[[^]]*\]/); split(substr($0, RSTART + 9, RLENGTH - 10), tm, ",")
@@ -107,17 +111,18 @@ add_run() {
     runs_of[$1]="${runs_of[$1]:+${runs_of[$1]} }$2"
     p10_of[$1]="${p10_of[$1]:+${p10_of[$1]} }$(p10_ns "$1")"
 }
-last_p10() { awk '{ print $NF }' <<<"${p10_of[$1]}"; }
+# The last of a list of values.
+last() { awk '{ print $NF }' <<<"$1"; }
 for _ in $(seq "$runs"); do
     for w in "/12/0%-fill" "/12/99%-fill" "/12/0%-fill-beside-1M"; do
         v=$(run_once "$w")
         add_run "$w" "$v"
     done
-    a=$(awk '{ print $NF }' <<<"${runs_of[/12/0%-fill]}")
-    b=$(awk '{ print $NF }' <<<"${runs_of[/12/99%-fill]}")
-    c=$(awk '{ print $NF }' <<<"${runs_of[/12/0%-fill-beside-1M]}")
-    round_p10_ratios+=("$(awk -v a="$(last_p10 "/12/99%-fill")" -v b="$(last_p10 "/12/0%-fill")" \
-        'BEGIN { printf "%.2f", a / b }')x")
+    a=$(last "${runs_of[/12/0%-fill]}")
+    b=$(last "${runs_of[/12/99%-fill]}")
+    c=$(last "${runs_of[/12/0%-fill-beside-1M]}")
+    round_p10_ratios+=("$(awk -v a="$(last "${p10_of[/12/99%-fill]}")" \
+        -v b="$(last "${p10_of[/12/0%-fill]}")" 'BEGIN { printf "%.2f", a / b }')x")
     round_ratios+=("$(awk -v a="$b" -v b="$a" 'BEGIN { printf "%.2f", a / b }')x")
     beside_ratios+=("$(awk -v a="$b" -v b="$c" 'BEGIN { printf "%.2f", a / b }')x")
 done
