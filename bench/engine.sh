@@ -11,7 +11,7 @@
 # docs/BENCHMARKS.md). `cargo bench -p kipam-core --bench alloc` still runs all of them in
 # one process, 0% and 99% first.
 #
-# Each workload runs three times (RUNS): the table gives the best of the runs' medians
+# Each workload runs three times (RUNS): the table gives the best of the runs' estimates
 # and all of them. On a shared VM other tenants slow a run down, never speed it up, so
 # the best run is the one that measured the code (the standalone loop in
 # docs/BENCHMARKS.md moved from 177 to 260 ns and back within minutes, with nothing else
@@ -51,8 +51,8 @@ kernel $(uname -r); transparent huge pages: $(cat /sys/kernel/mm/transparent_hug
 echo "load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
 echo
 
-# The median of criterion's estimate, in nanoseconds.
-median_ns() {
+# Criterion's estimate of the time per pair (the middle of its `time:` line: the slope through its samples), in nanoseconds.
+estimate_ns() {
     awk '/time:/ {
         v = $4; u = $5;
         if (u == "ps") v /= 1000; else if (u == "µs" || u == "us") v *= 1000; else if (u == "ms") v *= 1000000;
@@ -60,13 +60,13 @@ median_ns() {
     }'
 }
 
-# One run of workload $1: criterion's median, in nanoseconds.
+# One run of workload $1: criterion's estimate, in nanoseconds.
 run_once() {
     local out v
     out=$(cargo bench -p kipam-core --bench alloc -- --warm-up-time 1 \
         --measurement-time "$measure" "${1}\$" 2>&1)
     echo "$out" >&2
-    v=$(median_ns <<<"$out")
+    v=$(estimate_ns <<<"$out")
     if [ -z "$v" ]; then
         echo "engine.sh: no result for $1" >&2
         exit 1
